@@ -1,0 +1,30 @@
+# Static checks of the whole collection: ruff, ansible-lint, ansible-test sanity and units.
+TEST_TARGETS += test-lint test-sanity test-units
+
+# ansible-test bootstraps pip in its virtual environments with a script it downloads from a
+# host CI cannot reach; it takes a copy from this cache path instead (see the file's docstring).
+ANSIBLE_TEST_PIP_VERSION = $(shell $(VENV)/bin/python -c 'from ansible_test._internal.python_requirements import get_venv_packages as p; from types import SimpleNamespace as n; print(p(n(version="3.11"))["pip"])' 2>/dev/null)
+ANSIBLE_TEST_GET_PIP = $(HOME)/.ansible/test/cache/get_pip_$(subst .,_,$(ANSIBLE_TEST_PIP_VERSION)).py
+ANSIBLE_TEST := ansible-test
+ANSIBLE_TEST_OPTS := --python 3.11 --requirements --venv --color no
+
+.PHONY: test-lint test-sanity test-units ansible-test-bootstrap
+# ansible-lint resolves linux_audit.mail_alert.* names through the collection tree.
+test-lint: collection-tree
+	@echo "==> ruff"
+	ruff check .
+	@echo "==> ansible-lint (production profile)"
+	ansible-lint --offline
+
+ansible-test-bootstrap: venv
+	test -n "$(ANSIBLE_TEST_PIP_VERSION)"
+	install -D -m 0644 tests/tools/ansible_test_pip_bootstrap.py $(ANSIBLE_TEST_GET_PIP)
+
+# ansible-test runs inside a copy laid out as ansible_collections/linux_audit/mail_alert.
+test-sanity: collection-tree ansible-test-bootstrap
+	@echo "==> ansible-test sanity (first run builds its virtual environments: minutes)"
+	cd $(COLLECTION_TREE) && $(ANSIBLE_TEST) sanity $(ANSIBLE_TEST_OPTS)
+
+test-units: collection-tree ansible-test-bootstrap
+	@echo "==> ansible-test units"
+	cd $(COLLECTION_TREE) && $(ANSIBLE_TEST) units $(ANSIBLE_TEST_OPTS)
