@@ -1,0 +1,1246 @@
+#!/usr/bin/python3
+"""audisp-mailalert: an auditd plugin that mails an alert when an audit event carries a watched key.
+
+auditd starts it with the audit stream on stdin (plugins.d `format = string`) and an empty
+environment. The main thread keeps stdin drained and feeds auparse; a cheap bytes check of
+each chunk for the configured `key=` values picks the few events worth normalizing. Accepted
+alerts are written to a spool directory first, then a worker thread delivers them (sendmail
+or SMTP) with timeouts and retries, so a slow mail system never stalls auditd and nothing
+accepted is lost. A per-rule rate limit turns floods into one digest per window.
+
+Standard library and auparse only; runs on Python 3.6 and later (RHEL 8). See docs/plugin.md.
+"""
+
+# Python 3.6 (RHEL 8) has no list[str] or X | None in annotations: keep typing's names.
+# ruff: noqa: UP006, UP035, UP045
+
+import argparse
+import configparser
+import email.policy
+import email.utils
+import json
+import os
+import queue
+import re
+import select
+import signal
+import smtplib
+import socket
+import ssl
+import subprocess
+import sys
+import syslog
+import threading
+import time
+from collections import Counter, OrderedDict
+from email.message import EmailMessage
+from email.parser import BytesHeaderParser
+from typing import List, Optional, Tuple
+
+try:
+    import auparse
+except ImportError:  # reported in main(): --help and config checks still work without it
+    auparse = None
+
+PROG = "audisp-mailalert"
+DEFAULT_CONFIG = "/etc/audit/audisp-mailalert.conf"
+EXIT_USAGE = 2
+
+TICK = 0.5  # seconds between timer duties (event aging, window ends, status file)
+EOE_TIMEOUT = 1  # seconds after which auparse completes an event that got no EOE record
+READ_SIZE = 65536
+MAX_PARTIAL_LINE = 1 << 20  # a "line" longer than this is fed as it is, not buffered forever
+MAX_CANDIDATES = 10000  # serials of events whose key looked right, waiting for auparse
+MAX_DIGEST_GROUPS = 1000  # distinct subject/action/object groups kept per digest
+STATUS_INTERVAL = 1.0  # seconds between two writes of status.json
+QUEUE_SIZE = 1000  # names handed to the delivery worker; beyond that it re-scans the spool
+SHUTDOWN_DELIVERY = 10  # seconds (at least [mail] timeout) to deliver the queue at exit
+
+FIELD_MAX = 200  # characters of one value in the summary
+SUBJECT_PART_MAX = 60  # characters of one value in the Subject header
+RECORD_MAX = 2000  # characters of one raw record in the body
+RECORDS_MAX = 50  # raw records listed in the body
+BODY_LINE_MAX = 900  # characters per body line (SMTP allows 998)
+
+TOKEN_RE = re.compile(r"[A-Za-z0-9-]{1,64}\Z")
+RULE_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
+KEY_RE = re.compile(r"[!-~]{1,255}\Z")  # printable ASCII, no space; commas refused apart
+ADDRESS_RE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+(@[A-Za-z0-9.-]+)?\Z")
+# A record's serial: "[node=N ]type=T msg=audit(SEC.MILLI:SERIAL):"
+SERIAL_RE = re.compile(rb"(?:node=\S+ )?type=\S+ msg=audit\(\d+\.\d+:(\d+)\)")
+HOSTNAME = socket.gethostname()
+
+
+class ConfigError(Exception):
+    """A config or command line problem; the message names the file, section and key."""
+
+
+class Rule:
+    """One `[rule NAME]`: the keys it watches, who gets its mail, and its rate limit."""
+
+    def __init__(self, name: str, keys: List[str], to: List[str], max_mails: int, window: int):
+        self.name = name
+        self.keys = keys
+        self.to = to
+        self.max_mails = max_mails
+        self.window = window
+
+
+class Config:
+    """The validated contents of the INI file (and the KEY arguments)."""
+
+    def __init__(self) -> None:
+        self.path = DEFAULT_CONFIG
+        self.required = True  # the file must exist (given with --config); else may be absent
+        self.to = ["root"]
+        self.sender = "root@" + HOSTNAME
+        self.transport = "sendmail"
+        self.sendmail = "/usr/sbin/sendmail"
+        self.smtp_host = ""
+        self.smtp_port = 0
+        self.smtp_tls = "starttls"
+        self.smtp_user = ""
+        self.smtp_password = ""
+        self.timeout = 30
+        self.max_mails = 10
+        self.window = 300
+        self.spool_dir = "/var/spool/audisp-mailalert"
+        self.retry_min = 30
+        self.retry_max = 3600
+        self.rules = []  # type: List[Rule]
+
+
+ALLOWED = {
+    "mail": {"to", "from", "transport", "sendmail", "smtp_host", "smtp_port", "smtp_tls",
+             "smtp_user", "smtp_password_file", "timeout"},
+    "limits": {"max_mails", "window"},
+    "spool": {"dir", "retry_min", "retry_max"},
+    "rule": {"keys", "to", "max_mails", "window"},
+}
+
+
+def _where(path: str, section: str, key: str = "") -> str:
+    return "{}: [{}]{}".format(path, section, " " + key if key else "")
+
+
+def _int(path: str, section: str, key: str, value: str, low: int, high: int) -> int:
+    try:
+        number = int(value.strip())
+    except ValueError:
+        raise ConfigError(f"{_where(path, section, key)}: not a whole number: {value!r}")
+    if not low <= number <= high:
+        raise ConfigError(f"{_where(path, section, key)}: {number} is out of range {low}..{high}")
+    return number
+
+
+def _addresses(path: str, section: str, key: str, value: str) -> List[str]:
+    addresses = [a.strip() for a in value.split(",") if a.strip()]
+    if not addresses:
+        raise ConfigError(f"{_where(path, section, key)}: no address given")
+    for address in addresses:
+        if address.startswith("-") or not ADDRESS_RE.match(address):
+            raise ConfigError(f"{_where(path, section, key)}: not a plain mail address (user or user@domain): {address!r}")
+    return addresses
+
+
+def _abspath(path: str, section: str, key: str, value: str) -> str:
+    value = value.strip()
+    if not value.startswith("/"):
+        raise ConfigError(f"{_where(path, section, key)}: must be an absolute path: {value!r}")
+    return value
+
+
+def _keys(path: str, section: str, key: str, value: str) -> List[str]:
+    keys = [k.strip() for k in value.split(",") if k.strip()]
+    if not keys:
+        raise ConfigError(f"{_where(path, section, key)}: no audit key given")
+    for audit_key in keys:
+        if not KEY_RE.match(audit_key):
+            raise ConfigError(f"{_where(path, section, key)}: an audit key is 1-255 printable characters without spaces: "
+                              f"{audit_key!r}")
+    return keys
+
+
+def _read_password(path: str, section: str, key: str, value: str) -> str:
+    filename = _abspath(path, section, key, value)
+    try:
+        with open(filename, "rb") as handle:
+            mode = os.fstat(handle.fileno()).st_mode
+            # smtplib sends AUTH credentials as ASCII only
+            secret = handle.read(4096).decode("ascii").strip()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{_where(path, section, key)}: cannot read {filename}: {err}")
+    if mode & 0o077:
+        raise ConfigError(f"{_where(path, section, key)}: {filename} is readable by others (mode {mode & 0o777:o}); make it 0600")
+    return secret
+
+
+def load_config(path: str, arg_keys: List[str], must_exist: bool) -> Config:
+    """Read and validate the INI file; every problem is a ConfigError naming file/section/key."""
+    config = Config()
+    config.path = path
+    config.required = must_exist
+    parser = configparser.ConfigParser(interpolation=None, default_section="\0none")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except FileNotFoundError:
+        if must_exist:
+            raise ConfigError(f"{path}: no such file")
+    except (OSError, UnicodeDecodeError, configparser.Error) as err:
+        raise ConfigError(f"{path}: {err}".replace("\n", " "))
+
+    for section in parser.sections():
+        kind = "rule" if section.startswith("rule ") else section
+        if kind not in ALLOWED:
+            raise ConfigError(f"{_where(path, section)}: unknown section (expected mail, limits, spool or "
+                              "'rule NAME')")
+        for key in parser[section]:
+            if key not in ALLOWED[kind]:
+                raise ConfigError("{}: unknown key (allowed: {})".format(
+                    _where(path, section, key), ", ".join(sorted(ALLOWED[kind]))))
+
+    mail = parser["mail"] if parser.has_section("mail") else {}
+    if "to" in mail:
+        config.to = _addresses(path, "mail", "to", mail["to"])
+    if "from" in mail:
+        config.sender = _addresses(path, "mail", "from", mail["from"])[0]
+    if "transport" in mail:
+        config.transport = mail["transport"].strip()
+        if config.transport not in ("sendmail", "smtp"):
+            raise ConfigError("{}: must be sendmail or smtp, not {!r}".format(
+                _where(path, "mail", "transport"), config.transport))
+    if "sendmail" in mail:
+        config.sendmail = _abspath(path, "mail", "sendmail", mail["sendmail"])
+    if "smtp_tls" in mail:
+        config.smtp_tls = mail["smtp_tls"].strip()
+        if config.smtp_tls not in ("starttls", "tls", "none"):
+            raise ConfigError("{}: must be starttls, tls or none, not {!r}".format(
+                _where(path, "mail", "smtp_tls"), config.smtp_tls))
+    config.smtp_host = mail.get("smtp_host", "").strip()
+    config.smtp_port = 465 if config.smtp_tls == "tls" else 25
+    if "smtp_port" in mail:
+        config.smtp_port = _int(path, "mail", "smtp_port", mail["smtp_port"], 1, 65535)
+    config.smtp_user = mail.get("smtp_user", "").strip()
+    if "timeout" in mail:
+        config.timeout = _int(path, "mail", "timeout", mail["timeout"], 1, 3600)
+    if config.transport == "smtp":
+        if not config.smtp_host:
+            raise ConfigError("{}: required when transport = smtp".format(
+                _where(path, "mail", "smtp_host")))
+        if config.smtp_user:
+            if "smtp_password_file" not in mail:
+                raise ConfigError("{}: required when smtp_user is set".format(
+                    _where(path, "mail", "smtp_password_file")))
+            config.smtp_password = _read_password(path, "mail", "smtp_password_file",
+                                                  mail["smtp_password_file"])
+
+    limits = parser["limits"] if parser.has_section("limits") else {}
+    if "max_mails" in limits:
+        config.max_mails = _int(path, "limits", "max_mails", limits["max_mails"], 1, 1000000)
+    if "window" in limits:
+        config.window = _int(path, "limits", "window", limits["window"], 1, 86400 * 7)
+
+    spool = parser["spool"] if parser.has_section("spool") else {}
+    if "dir" in spool:
+        config.spool_dir = _abspath(path, "spool", "dir", spool["dir"])
+    if "retry_min" in spool:
+        config.retry_min = _int(path, "spool", "retry_min", spool["retry_min"], 1, 86400)
+    if "retry_max" in spool:
+        config.retry_max = _int(path, "spool", "retry_max", spool["retry_max"], 1, 86400 * 7)
+    if config.retry_max < config.retry_min:
+        raise ConfigError("{}: smaller than retry_min ({})".format(
+            _where(path, "spool", "retry_max"), config.retry_min))
+
+    for section in parser.sections():
+        if not section.startswith("rule "):
+            continue
+        name = section[len("rule "):].strip()
+        if not RULE_NAME_RE.match(name) or name == "args":
+            raise ConfigError(f"{_where(path, section)}: a rule name is 1-64 of A-Z a-z 0-9 _ . - and not 'args'")
+        values = parser[section]
+        if "keys" not in values:
+            raise ConfigError("{}: required".format(_where(path, section, "keys")))
+        config.rules.append(Rule(
+            name,
+            _keys(path, section, "keys", values["keys"]),
+            _addresses(path, section, "to", values["to"]) if "to" in values else config.to,
+            _int(path, section, "max_mails", values["max_mails"], 1, 1000000)
+            if "max_mails" in values else config.max_mails,
+            _int(path, section, "window", values["window"], 1, 86400 * 7)
+            if "window" in values else config.window,
+        ))
+    if arg_keys:
+        keys = _keys("command line", "args", "KEY", ",".join(arg_keys))
+        if any("," in k for k in arg_keys):
+            raise ConfigError("command line: [args] KEY: a key cannot contain a comma")
+        config.rules.append(Rule("args", keys, config.to, config.max_mails, config.window))
+    if not config.rules:
+        raise ConfigError(f"{path}: no [rule NAME] section and no KEY argument: nothing to watch")
+    return config
+
+
+# ---------------------------------------------------------------------------------------
+# Logging: syslog always, stderr too when somebody can read it.
+
+class Log:
+    """The plugin's own problems go to syslog (ident audisp-mailalert) and maybe stderr."""
+
+    def __init__(self) -> None:
+        self.to_stderr = False
+        syslog.openlog(PROG, syslog.LOG_PID, syslog.LOG_DAEMON)
+
+    def _emit(self, priority: int, message: str) -> None:
+        message = escape_text(message, 1000)
+        syslog.syslog(priority, message)
+        if self.to_stderr:
+            try:
+                sys.stderr.write(f"{PROG}: {message}\n")
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+
+    def error(self, message: str) -> None:
+        self._emit(syslog.LOG_ERR, message)
+
+    def warning(self, message: str) -> None:
+        self._emit(syslog.LOG_WARNING, message)
+
+    def info(self, message: str) -> None:
+        self._emit(syslog.LOG_INFO, message)
+
+
+def stderr_is_useful() -> bool:
+    """True unless stderr is closed or /dev/null (as when auditd starts the plugin)."""
+    try:
+        st = os.fstat(2)
+        null = os.stat("/dev/null")
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) != (null.st_dev, null.st_ino)
+
+
+# ---------------------------------------------------------------------------------------
+# Turning attacker-controlled text into something safe to show.
+
+def escape_text(text: str, limit: int) -> str:
+    """Make text one printable line: control characters, lone surrogates (undecodable
+    bytes) and line separators become visible escapes; longer than limit is cut with a
+    marker saying how much was cut."""
+    out = []
+    for char in text:
+        code = ord(char)
+        if code < 0x20 or code == 0x7F or 0x80 <= code < 0xA0:
+            out.append(f"\\x{code:02x}")
+        elif 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif 0xD800 <= code <= 0xDFFF or code in (0x2028, 0x2029, 0xFEFF) or \
+                0x202A <= code <= 0x202E or 0x2066 <= code <= 0x2069:
+            out.append(f"\\u{code:04x}")  # separators and bidi overrides
+        elif char == "\\":
+            out.append("\\\\")
+        else:
+            out.append(char)
+    escaped = "".join(out)
+    if len(escaped) > limit:
+        cut = len(escaped) - limit
+        escaped = f"{escaped[:limit]}...[{cut} more characters]"
+    return escaped
+
+
+def header_text(text: str, limit: int) -> str:
+    """escape_text, plus: no RFC 2047 encoded word can be smuggled in ("=?" -> "=\\?")."""
+    return escape_text(text, limit).replace("=?", "=\\?")
+
+
+def unescape_octal(text: str) -> str:
+    """auparse's tty escaping writes control bytes as \\ooo; turn them back into characters
+    so that escape_text shows every value in one notation."""
+    return re.sub(r"\\([0-3][0-7]{2})", lambda m: chr(int(m.group(1), 8)), text)
+
+
+# ---------------------------------------------------------------------------------------
+# Reading one event from auparse.
+
+class Event:
+    """The normalized view of one audit event (all values already safe to show)."""
+
+    def __init__(self) -> None:
+        self.keys = []  # type: List[str]
+        self.record_type = ""
+        self.subject = ""
+        self.action = ""
+        self.object = ""
+        self.how = ""
+        self.result = ""
+        self.kind = ""
+        self.node = HOSTNAME
+        self.time = ""
+        self.serial = 0
+        self.ppid = ""
+        self.records = []  # type: List[str]
+
+
+def _field_value(au) -> str:
+    """The interpreted value of the current field. auparse hands back bytes it could not
+    decode as UTF-8 as a UnicodeDecodeError: then decode the raw (hex) value ourselves."""
+    try:
+        value = au.interpret_field()
+    except UnicodeDecodeError as err:
+        value = err.object.decode("utf-8", "surrogateescape")
+    except (RuntimeError, ValueError, OSError):
+        value = None
+    if value is None:
+        try:
+            value = au.get_field_str() or ""
+        except (UnicodeDecodeError, RuntimeError, ValueError, OSError):
+            value = ""
+    return unescape_octal(value)
+
+
+def _positioned(au, method: str) -> Optional[str]:
+    """Call an aup_normalize_* cursor method; the field it lands on, or None."""
+    function = getattr(au, method, None)
+    if function is None:
+        return None
+    try:
+        if not function():
+            return None
+    except (RuntimeError, ValueError, OSError):
+        return None
+    return _field_value(au)
+
+
+def _text(au, method: str) -> str:
+    """Call an aup_normalize_* method that returns a string; "" when it has none."""
+    function = getattr(au, method, None)
+    if function is None:
+        return ""
+    try:
+        value = function()
+    except UnicodeDecodeError as err:
+        return err.object.decode("utf-8", "surrogateescape")
+    except (RuntimeError, ValueError, OSError):
+        return ""
+    return value if isinstance(value, str) else ""
+
+
+def event_keys(au) -> Tuple[str, List[str]]:
+    """The first record's type and every key of the event. auparse 3.x splits a key field
+    holding several keys into several `key` fields; older ones hand back one value with
+    the \\x01 separator auditctl uses: both are split here."""
+    keys = []  # type: List[str]
+    au.first_record()
+    try:
+        record_type = au.get_type_name() or ""
+    except LookupError:  # a type number this auparse has no name for
+        record_type = ""
+    while True:
+        if au.find_field("key"):
+            while True:
+                value = _field_value(au)
+                if value and value != "(null)":
+                    keys.extend(k for k in value.split("\x01") if k)
+                if not au.find_field_next():
+                    break
+        if keys or not au.next_record():
+            break
+    return record_type, keys
+
+
+def read_event(au) -> Event:
+    """Normalize the current event (auparse_normalize) and read what the alert shows."""
+    event = Event()
+    event.record_type, event.keys = event_keys(au)
+    stamp = au.get_timestamp()
+    event.time = f"{stamp.sec}.{stamp.milli:03d}"
+    event.serial = stamp.serial
+    au.first_record()
+    if au.find_field("node"):
+        event.node = au.get_field_str() or HOSTNAME
+    au.first_record()
+    if au.find_field("ppid"):
+        event.ppid = au.get_field_str() or ""
+
+    au.first_record()
+    try:
+        au.aup_normalize(auparse.NORM_OPT_NO_ATTRS)
+    except (ValueError, OSError):
+        pass  # the fields below then fall back to empty values
+    subject = _positioned(au, "aup_normalize_subject_primary")
+    if subject in (None, "", "unset", "4294967295", "-1"):
+        subject = _positioned(au, "aup_normalize_subject_secondary") or subject
+    event.subject = subject or "unknown"
+    event.action = _text(au, "aup_normalize_get_action")
+    event.object = _positioned(au, "aup_normalize_object_primary") or ""
+    event.how = _text(au, "aup_normalize_how")
+    event.result = _positioned(au, "aup_normalize_get_results") or ""
+    event.kind = _text(au, "aup_normalize_get_event_kind")
+
+    au.first_record()
+    while True:
+        try:
+            text = au.get_record_text()
+        except UnicodeDecodeError as err:
+            text = err.object.decode("utf-8", "surrogateescape")
+        event.records.append(text)
+        if len(event.records) >= RECORDS_MAX or not au.next_record():
+            break
+    return event
+
+
+# ---------------------------------------------------------------------------------------
+# Composing the messages.
+
+# Bodies are encoded for 78-character lines (quoted-printable needs <= 76). Headers are
+# written unfolded (RFC 5322 allows 998): the folder of the email package starts a Subject
+# holding a backslash on a continuation line, which readers then show with a leading space.
+MAIL_POLICY = email.policy.default.clone(linesep="\n", max_line_length=78)
+WIRE_POLICY = MAIL_POLICY.clone(max_line_length=998)
+
+
+def _new_message(config: Config, to: List[str], subject: str) -> EmailMessage:
+    message = EmailMessage(policy=MAIL_POLICY)
+    message["Date"] = email.utils.formatdate(localtime=True)
+    message["Message-ID"] = email.utils.make_msgid("audit", domain=HOSTNAME)
+    message["From"] = config.sender
+    message["To"] = ", ".join(to)
+    message["Subject"] = subject
+    message["Auto-Submitted"] = "auto-generated"
+    return message
+
+
+def compose_alert(config: Config, rule: Rule, key: str, event: Event,
+                  verify_token: Optional[str]) -> EmailMessage:
+    """The alert for one event: the Subject names key, subject, action, object and host."""
+    node = re.sub(r"[^A-Za-z0-9._-]", "_", event.node)[:255] or "unknown"
+
+    def part(value: str) -> str:
+        return header_text(value, SUBJECT_PART_MAX) or "-"
+
+    subject = f"[audit] {part(key)}: {part(event.subject)} {part(event.action)} {part(event.object)} on {part(node)}"
+    message = _new_message(config, rule.to, subject)
+    message["X-Audit-Key"] = key
+    message["X-Audit-Rule"] = rule.name
+    message["X-Audit-Event"] = f"{event.time}:{event.serial}@{node}"
+    if verify_token:
+        message["X-Audit-Verify"] = verify_token
+
+    def line(label: str, value: str) -> str:
+        return "{:<9} {}".format(label + ":", escape_text(value, FIELD_MAX))
+
+    summary = [
+        f"An audit event matched rule {rule.name} (key {key}).",
+        "",
+        line("subject", event.subject),
+        line("action", event.action),
+        line("object", event.object),
+        line("how", event.how),
+        line("result", event.result),
+        line("kind", event.kind),
+        line("keys", ", ".join(event.keys)),
+        line("time", time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(float(event.time)))
+             + " (" + event.time + ")"),
+        line("serial", str(event.serial)),
+        line("node", node),
+        "",
+        "Raw records (control characters escaped, long records cut):",
+    ]
+    for record in event.records:
+        text = escape_text(record, RECORD_MAX)
+        # SMTP allows 998 characters per line: continue long records on indented lines.
+        summary.append(text[:BODY_LINE_MAX])
+        summary.extend("    " + text[i:i + BODY_LINE_MAX]
+                       for i in range(BODY_LINE_MAX, len(text), BODY_LINE_MAX))
+    _set_body(message, summary)
+    return message
+
+
+def _set_body(message: EmailMessage, lines: List[str]) -> None:
+    """Plain 7bit text when the body is ASCII (readable in --print output and any mail
+    reader), quoted-printable UTF-8 when a value holds other characters."""
+    body = "\n".join(lines) + "\n"
+    try:
+        body.encode("ascii")
+        cte = "7bit"
+    except UnicodeEncodeError:
+        cte = "quoted-printable"
+    message.set_content(body, charset="utf-8", cte=cte)
+
+
+class Held:
+    """What a rule held back in its current window."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.groups = Counter()  # type: Counter
+        self.first = 0.0
+
+
+def compose_digest(config: Config, rule: Rule, held: Held, window_end: float) -> EmailMessage:
+    """One mail for everything a rule held back in a window, with the exact count."""
+    subject = f"[audit] digest {rule.name}: {held.total} more events held back on {HOSTNAME}"
+    message = _new_message(config, rule.to, subject)
+    message["X-Audit-Digest"] = rule.name
+    message["X-Audit-Rule"] = rule.name
+    message["X-Audit-Key"] = ", ".join(rule.keys)
+    lines = [
+        "Rule {} (keys {}) reached its limit of {} mails per {} s.".format(
+            rule.name, ", ".join(rule.keys), rule.max_mails, rule.window),
+        "These events were not mailed one by one:",
+        "",
+        f"Held back: {held.total}",
+        "First held back: {}".format(time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(held.first))),
+        "Window end:      {}".format(time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(window_end))),
+        "",
+        "{:>7}  subject / action / object".format("count"),
+    ]
+    for (subject_name, action, obj), count in held.groups.most_common():
+        lines.append(f"{count:>7}  {escape_text(subject_name, 60)} / {escape_text(action, 60)} / {escape_text(obj, 120)}")
+    _set_body(message, lines)
+    return message
+
+
+# ---------------------------------------------------------------------------------------
+# The spool: what was accepted and not yet delivered.
+
+class Spool:
+    """`<dir>/queue/` holds one complete message per file (written under a temporary name,
+    then renamed); a file is deleted only after its delivery succeeded."""
+
+    def __init__(self, directory: str) -> None:
+        self.dir = directory
+        self.queue_dir = os.path.join(directory, "queue")
+        self.verify_dir = os.path.join(directory, "verify")
+        self._seq = 0
+        self._lock = threading.Lock()
+
+    def prepare(self) -> None:
+        for path in (self.dir, self.queue_dir):
+            os.makedirs(path, mode=0o700, exist_ok=True)
+        os.chmod(self.dir, 0o700)
+
+    def add(self, data: bytes) -> str:
+        with self._lock:
+            self._seq += 1
+            name = f"{int(time.time() * 1e6):017d}-{os.getpid()}-{self._seq:06d}.eml"
+        temporary = os.path.join(self.queue_dir, "." + name + ".tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.rename(temporary, os.path.join(self.queue_dir, name))
+        except BaseException:
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass
+            raise
+        return name
+
+    def names(self) -> List[str]:
+        try:
+            return sorted(n for n in os.listdir(self.queue_dir) if n.endswith(".eml")
+                          and not n.startswith("."))
+        except OSError:
+            return []
+
+    def read(self, name: str) -> bytes:
+        with open(os.path.join(self.queue_dir, name), "rb") as handle:
+            return handle.read()
+
+    def remove(self, name: str) -> None:
+        os.unlink(os.path.join(self.queue_dir, name))
+
+    def verify_token(self, ppid: str, log: Log) -> Optional[str]:
+        """The token of a verification request `<dir>/verify/<ppid>`, if there is one."""
+        if not ppid.isdigit():
+            return None
+        try:
+            with open(os.path.join(self.verify_dir, ppid), "rb") as handle:
+                raw = handle.read(128)
+        except OSError:
+            return None
+        token = raw.decode("ascii", "replace").strip()
+        if not TOKEN_RE.match(token):
+            log.warning(f"verify request {self.verify_dir}/{ppid} holds no valid token; ignored")
+            return None
+        return token
+
+
+# ---------------------------------------------------------------------------------------
+# Delivery.
+
+class DeliveryError(Exception):
+    pass
+
+
+def envelope(data: bytes) -> Tuple[str, List[str]]:
+    """Sender and recipients, read back from the spooled message's From and To."""
+    headers = BytesHeaderParser(policy=email.policy.default).parsebytes(data)
+    sender = email.utils.parseaddr(str(headers.get("From", "")))[1]
+    recipients = [address for _name, address in email.utils.getaddresses(
+        [str(v) for v in headers.get_all("To", [])]) if address]
+    if not recipients:
+        raise DeliveryError("the message has no recipient")
+    return sender, recipients
+
+
+def send_sendmail(config: Config, data: bytes) -> None:
+    """Pipe the message to sendmail: argument list, no shell, explicit recipients, -oi."""
+    sender, recipients = envelope(data)
+    command = [config.sendmail, "-oi"]
+    if sender:
+        command += ["-f", sender]
+    command += ["--"] + recipients
+    try:
+        process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, cwd="/", close_fds=True,
+            start_new_session=True)
+    except OSError as err:
+        raise DeliveryError(f"cannot run {config.sendmail}: {err}")
+    try:
+        stderr = process.communicate(data, timeout=config.timeout)[1]
+    except subprocess.TimeoutExpired:
+        _kill_group(process)
+        raise DeliveryError(f"{config.sendmail} did not finish within {config.timeout} s")
+    if process.returncode != 0:
+        raise DeliveryError("{} exited with {}: {}".format(
+            config.sendmail, process.returncode,
+            escape_text(stderr.decode("utf-8", "replace").strip(), 300)))
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    """Kill a hung sendmail and whatever it started, then reap it without waiting on pipes
+    a grandchild may still hold open."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except OSError:
+        pass
+    for stream in (process.stdin, process.stderr):
+        try:
+            if stream:
+                stream.close()
+        except OSError:
+            pass
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def send_smtp(config: Config, data: bytes) -> None:
+    """Hand the message to an SMTP server: STARTTLS, implicit TLS or plain, optional login."""
+    sender, recipients = envelope(data)
+    try:
+        if config.smtp_tls == "tls":
+            server = smtplib.SMTP_SSL(config.smtp_host, config.smtp_port, timeout=config.timeout,
+                                      context=ssl.create_default_context())
+        else:
+            server = smtplib.SMTP(config.smtp_host, config.smtp_port, timeout=config.timeout)
+        try:
+            if config.smtp_tls == "starttls":
+                server.starttls(context=ssl.create_default_context())
+            if config.smtp_user:
+                server.login(config.smtp_user, config.smtp_password)
+            refused = server.sendmail(sender, recipients, data)
+        finally:
+            try:
+                server.quit()
+            except (smtplib.SMTPException, OSError):
+                server.close()
+    except (smtplib.SMTPException, OSError, ssl.SSLError) as err:
+        raise DeliveryError(f"SMTP {config.smtp_host}:{config.smtp_port}: {err}")
+    if refused:
+        raise DeliveryError("SMTP {}: refused {}".format(config.smtp_host, ", ".join(refused)))
+
+
+class Status:
+    """Shared state behind status.json (written by the main thread, at most once a second)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.queue = 0
+        self.last_error = None  # type: Optional[str]
+        self.last_delivery = None  # type: Optional[float]
+        self.changed = True
+
+
+class Deliverer(threading.Thread):
+    """The delivery worker: takes spooled names from a bounded queue and delivers them.
+    A failure pauses all delivery (the transport is likely down) for retry_min seconds,
+    doubling up to retry_max while failures go on; the failed message goes behind those
+    that failed less often, so one message that always fails cannot block the others."""
+
+    def __init__(self, spool: Spool, status: Status, log: Log, config: Config) -> None:
+        super().__init__(name="delivery", daemon=True)
+        self.spool = spool
+        self.status = status
+        self.log = log
+        self.config = config
+        self.inbox = queue.Queue(QUEUE_SIZE)  # type: queue.Queue
+        self.rescan = True  # the spool may hold more than the inbox: list it again
+        self.stopping = False
+        self.stop_deadline = 0.0
+        self.pending = {}  # type: dict  # spool name -> failed attempts
+        self.failures_in_a_row = 0
+        self.paused_until = 0.0  # monotonic time
+
+    def submit(self, name: str) -> None:
+        try:
+            self.inbox.put_nowait(name)
+        except queue.Full:
+            self.rescan = True
+
+    def stop(self, deadline: float) -> None:
+        self.stop_deadline = deadline
+        self.stopping = True
+        self.submit("")
+
+    def run(self) -> None:
+        while True:
+            # Read before collecting: once stop() was called every name is in the inbox,
+            # so this pass is the last one and misses none.
+            last_pass = self.stopping
+            self._collect()
+            if time.monotonic() >= self.paused_until:
+                # Fewest failed attempts first, then oldest first (names sort by time).
+                for name in sorted(self.pending, key=lambda n: (self.pending[n], n)):
+                    if self.stopping and time.monotonic() >= self.stop_deadline:
+                        break
+                    if not self._deliver(name):
+                        break
+            self._publish()
+            if last_pass:
+                return  # what is left stays spooled for the next start
+            if self.pending:
+                self._wait(max(0.05, self.paused_until - time.monotonic()))
+            else:
+                self._wait(60.0)
+
+    def _wait(self, seconds: float) -> None:
+        try:
+            name = self.inbox.get(timeout=min(seconds, 60.0))
+        except queue.Empty:
+            return
+        if name:
+            self.pending.setdefault(name, 0)
+
+    def _collect(self) -> None:
+        while True:
+            try:
+                name = self.inbox.get_nowait()
+            except queue.Empty:
+                break
+            if name:
+                self.pending.setdefault(name, 0)
+        if self.rescan:
+            self.rescan = False
+            names = set(self.spool.names())
+            for name in names:
+                self.pending.setdefault(name, 0)
+            for name in list(self.pending):
+                if name not in names:
+                    del self.pending[name]
+
+    def _deliver(self, name: str) -> bool:
+        config = self.config
+        try:
+            data = self.spool.read(name)
+        except OSError:
+            self.pending.pop(name, None)  # gone (delivered by an earlier run): nothing to do
+            return True
+        try:
+            if config.transport == "smtp":
+                send_smtp(config, data)
+            else:
+                send_sendmail(config, data)
+        except (DeliveryError, ValueError) as err:
+            self.pending[name] = self.pending.get(name, 0) + 1
+            self.failures_in_a_row += 1
+            delay = min(config.retry_max,
+                        config.retry_min * 2 ** min(self.failures_in_a_row - 1, 30))
+            self.paused_until = time.monotonic() + delay
+            self.log.error(f"delivery of {name} failed (attempt {self.pending[name]}), "
+                           f"next try in {delay} s: {err}")
+            with self.status.lock:
+                self.status.last_error = f"{name}: {err}"
+                self.status.changed = True
+            return False
+        try:
+            self.spool.remove(name)
+        except OSError as err:
+            self.log.error(f"delivered {name} but cannot remove it: {err}")
+        self.pending.pop(name, None)
+        self.failures_in_a_row = 0
+        with self.status.lock:
+            self.status.last_delivery = time.time()
+            self.status.changed = True
+        return True
+
+    def _publish(self) -> None:
+        with self.status.lock:
+            if self.status.queue != len(self.pending):
+                self.status.queue = len(self.pending)
+                self.status.changed = True
+
+
+# ---------------------------------------------------------------------------------------
+# The plugin: reading, matching, limiting, accepting.
+
+class Window:
+    """A rule's current rate-limit window."""
+
+    def __init__(self) -> None:
+        self.end = 0.0
+        self.sent = 0
+        self.held = Held()
+
+
+def key_pattern(rules: List[Rule]) -> "re.Pattern":
+    """A bytes regex that finds a record whose key field may hold one of the keys: quoted
+    (`key="k"`) or hex-encoded (several keys joined by \\x01, or a key with special
+    characters). False positives only cost a normalization; the exact test comes later."""
+    keys = sorted({k for rule in rules for k in rule.keys})
+    quoted = b"|".join(re.escape(k.encode()) for k in keys)
+    hexed = b"|".join(k.encode().hex().upper().encode() for k in keys)
+    return re.compile(b'key=(?:"(?:' + quoted + b')"|[0-9A-F]*?(?:' + hexed + b'))')
+
+
+class Plugin:
+    """The main thread: reads the audit stream, picks and normalizes watched events,
+    applies the rate limits and accepts alerts into the spool (or prints them)."""
+
+    def __init__(self, config: Config, log: Log, print_only: bool, arg_keys: List[str]) -> None:
+        self.config = config
+        self.log = log
+        self.print_only = print_only
+        self.arg_keys = arg_keys
+        self.pattern = key_pattern(config.rules)
+        self.candidates = OrderedDict()  # type: OrderedDict  # serial -> None
+        self.windows = {}  # type: dict  # rule name -> Window
+        self.partial = b""
+        self.status = Status()
+        self.status_written = 0.0
+        self.stop_requested = False
+        self.reload_requested = False
+        self.spool = Spool(config.spool_dir)
+        self.deliverer = None  # type: Optional[Deliverer]
+        self.au = auparse.AuParser(auparse.AUSOURCE_FEED, None)
+        if hasattr(self.au, "set_eoe_timeout"):
+            self.au.set_eoe_timeout(EOE_TIMEOUT)
+        # auparse takes a plain function, not a bound method. The fast path is inlined:
+        # most events are rejected by a dict lookup on their serial.
+        candidates = self.candidates
+        ready = auparse.AUPARSE_CB_EVENT_READY
+
+        def on_event(au, cb_type, _user_data):
+            try:
+                if cb_type == ready and candidates and au.get_timestamp().serial in candidates:
+                    self.on_candidate(au)
+            except Exception as err:  # noqa: BLE001 - raised into auparse, it breaks feed()
+                self.log.error(f"event skipped: {type(err).__name__}: {err}")
+
+        self.au.add_callback(on_event, None)
+
+    # -- setup and signals
+    def start(self) -> None:
+        if self.print_only:
+            return
+        self.spool.prepare()
+        self.deliverer = Deliverer(self.spool, self.status, self.log, self.config)
+        self.deliverer.start()
+
+    def reload(self) -> None:
+        try:
+            config = load_config(self.config.path, self.arg_keys, self.config.required)
+        except ConfigError as err:
+            self.log.error(f"reload refused, the old config stays in force: {err}")
+            return
+        if config.spool_dir != self.config.spool_dir:
+            self.log.warning("[spool] dir changes take effect at the next start")
+            config.spool_dir = self.config.spool_dir
+        # A rule that is gone reports what it held back before it goes.
+        names = {rule.name for rule in config.rules}
+        for rule in self.config.rules:
+            window = self.windows.get(rule.name)
+            if rule.name not in names and window is not None:
+                if window.held.total:
+                    self._digest(rule, window)
+                del self.windows[rule.name]
+        self.config = config
+        self.pattern = key_pattern(config.rules)
+        if self.deliverer:
+            self.deliverer.config = config
+        self.status.changed = True
+        self.log.info(f"config reloaded: {len(config.rules)} rules")
+
+    # -- the main loop
+    def run(self, stdin_fd: int = 0) -> int:
+        try:
+            self.start()
+        except OSError as err:
+            self.log.error(f"cannot use the spool directory {self.spool.dir}: {err}")
+            return 1
+        wake_read, wake_write = os.pipe()
+        os.set_blocking(wake_read, False)
+        os.set_blocking(wake_write, False)
+        signal.set_wakeup_fd(wake_write)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGHUP, self._on_signal)
+        self.log.info("started: {} rules, transport {}{}".format(
+            len(self.config.rules), self.config.transport, " (print only)" if self.print_only else ""))
+        try:
+            while not self.stop_requested:
+                readable = select.select([stdin_fd, wake_read], [], [], TICK)[0]
+                if wake_read in readable:
+                    try:
+                        os.read(wake_read, 512)
+                    except BlockingIOError:
+                        pass
+                if stdin_fd in readable:
+                    data = os.read(stdin_fd, READ_SIZE)
+                    if not data:
+                        break
+                    self.guarded(self.feed, data)
+                if self.reload_requested:
+                    self.reload_requested = False
+                    self.guarded(self.reload)
+                self.guarded(self.tick)
+        finally:
+            self.shutdown()
+        return 0
+
+    def guarded(self, step, *args) -> None:
+        """Run one step of the loop; an unexpected error is logged, the plugin goes on
+        (a plugin that exits makes auditd restart it, and stops alerting after a few)."""
+        try:
+            step(*args)
+        except Exception as err:  # noqa: BLE001 - see docstring
+            self.log.error(f"{step.__name__} failed: {type(err).__name__}: {err}")
+
+    def _on_signal(self, number: int, _frame) -> None:
+        if number == signal.SIGHUP:
+            self.reload_requested = True
+        else:
+            self.stop_requested = True
+
+    def tick(self) -> None:
+        """Timer duties: age events (a lone event is not held until the next one),
+        digest windows that ended, write status.json."""
+        self.au.feed_age_events()
+        self.flush_windows()
+        self.write_status()
+
+    def feed(self, data: bytes) -> None:
+        """Note the serials of records whose key looks watched, then feed auparse the chunk
+        as it came (auparse joins partial lines itself). Only complete lines are scanned;
+        the chunk is never copied, so that non-matching traffic costs one regex pass."""
+        if b"\0" in data:
+            # auparse ends a record at a NUL byte, which would hide a key= after it; the
+            # kernel never writes one raw, so only hostile input has it: show it as ^@.
+            data = data.replace(b"\0", b"^@")
+        last = data.rfind(b"\n")
+        if last < 0:
+            self.partial += data
+            if len(self.partial) > MAX_PARTIAL_LINE:  # no line end in sight: scan it now
+                self._scan(self.partial, 0, len(self.partial))
+                self.partial = b""
+        else:
+            start = 0
+            if self.partial:  # the line begun in an earlier chunk ends here
+                start = data.find(b"\n") + 1
+                line = self.partial + data[:start]
+                self._scan(line, 0, len(line))
+            self._scan(data, start, last + 1)
+            self.partial = data[last + 1:]
+        self.au.feed(data)
+
+    def _scan(self, buffer: bytes, start: int, end: int) -> None:
+        for match in self.pattern.finditer(buffer, start, end):
+            line = buffer.rfind(b"\n", 0, match.start()) + 1
+            found = SERIAL_RE.match(buffer, line)
+            if found:
+                self.candidates[int(found.group(1))] = None
+                if len(self.candidates) > MAX_CANDIDATES:
+                    self.candidates.popitem(last=False)
+
+    def finish_input(self) -> None:
+        """End of input: a last line without its newline still counts; auparse hands over
+        every event it still holds."""
+        if self.partial:
+            self._scan(self.partial, 0, len(self.partial))
+            self.partial = b""
+            self.au.feed(b"\n")
+        self.au.flush_feed()
+
+    def on_candidate(self, au) -> None:
+        serial = au.get_timestamp().serial
+        self.candidates.pop(serial, None)
+        try:
+            self.handle(au)
+        except Exception as err:  # noqa: BLE001 - a bad event must never stop the plugin
+            self.log.error(f"event {serial} skipped: {type(err).__name__}: {err}")
+
+    def handle(self, au) -> None:
+        record_type, keys = event_keys(au)
+        if record_type == "CONFIG_CHANGE":
+            return  # loading or removing the watch itself is not an alert
+        matches = []
+        for rule in self.config.rules:
+            key = next((k for k in rule.keys if k in keys), None)
+            if key is not None:
+                matches.append((rule, key))
+        if not matches:
+            return
+        event = read_event(au)
+        token = self.spool.verify_token(event.ppid, self.log) if event.ppid else None
+        for rule, key in matches:
+            self.accept(rule, key, event, token)
+
+    def accept(self, rule: Rule, key: str, event: Event, token: Optional[str]) -> None:
+        """Rate-limit, compose, and spool (or print) one alert. Verification alerts are
+        neither counted nor held back."""
+        now = time.time()
+        if token is None:
+            window = self.windows.get(rule.name)
+            if window is None or now >= window.end:
+                if window is not None and window.held.total:
+                    self._digest(rule, window)
+                window = self.windows[rule.name] = Window()
+                window.end = now + rule.window
+            if window.sent >= rule.max_mails:
+                held = window.held
+                if not held.total:
+                    held.first = now
+                held.total += 1
+                group = (escape_text(event.subject, 60), escape_text(event.action, 60),
+                         escape_text(event.object, 120))
+                if group not in held.groups and len(held.groups) >= MAX_DIGEST_GROUPS:
+                    group = ("(other)", "(other)", "(other)")
+                held.groups[group] += 1
+                self.status.changed = True
+                return
+            window.sent += 1
+            self.status.changed = True
+        self.emit(compose_alert(self.config, rule, key, event, token))
+
+    def flush_windows(self, force_all: bool = False) -> None:
+        now = time.time()
+        rules = {rule.name: rule for rule in self.config.rules}
+        for name, window in list(self.windows.items()):
+            if window.held.total and (force_all or now >= window.end) and name in rules:
+                self._digest(rules[name], window)
+                window.held = Held()
+            if now >= window.end and not window.held.total:
+                del self.windows[name]
+                self.status.changed = True
+
+    def _digest(self, rule: Rule, window: Window) -> None:
+        self.emit(compose_digest(self.config, rule, window.held, min(time.time(), window.end)))
+        self.log.info(f"rule {rule.name}: digest of {window.held.total} held-back events")
+
+    def emit(self, message: EmailMessage) -> None:
+        data = message.as_bytes(policy=WIRE_POLICY)
+        if self.print_only:
+            out = sys.stdout.buffer
+            out.write(f"From {PROG} {time.asctime()}\n".encode())
+            out.write(message.as_bytes(policy=WIRE_POLICY.clone(mangle_from_=True)))
+            out.write(b"\n")
+            out.flush()
+            return
+        try:
+            name = self.spool.add(data)
+        except OSError as err:
+            # Nowhere to keep it: try to hand it over right away rather than drop it.
+            self.log.error(f"cannot spool an alert ({err}); delivering it directly")
+            try:
+                (send_smtp if self.config.transport == "smtp" else send_sendmail)(self.config, data)
+            except DeliveryError as failure:
+                self.log.error(f"alert lost: {failure}")
+            return
+        if self.deliverer:
+            self.deliverer.submit(name)
+
+    def write_status(self, force: bool = False) -> None:
+        if self.print_only:
+            return
+        now = time.time()
+        if not force and (not self.status.changed or now - self.status_written < STATUS_INTERVAL):
+            return
+        with self.status.lock:
+            self.status.changed = False
+            document = {
+                "pid": os.getpid(),
+                "updated": now,
+                "rules": {
+                    rule.name: {
+                        "keys": rule.keys,
+                        "window_end": self.windows[rule.name].end if rule.name in self.windows else None,
+                        "sent": self.windows[rule.name].sent if rule.name in self.windows else 0,
+                        "held": self.windows[rule.name].held.total if rule.name in self.windows else 0,
+                    } for rule in self.config.rules},
+                "queue": self.status.queue,
+                "last_error": self.status.last_error,
+                "last_delivery": self.status.last_delivery,
+            }
+        self.status_written = now
+        path = os.path.join(self.spool.dir, "status.json")
+        temporary = path + ".tmp"
+        try:
+            with open(temporary, "w") as handle:
+                json.dump(document, handle, indent=1, sort_keys=True)
+            os.replace(temporary, path)
+        except OSError as err:
+            self.log.error(f"cannot write {path}: {err}")
+
+    def shutdown(self) -> None:
+        """EOF or SIGTERM: finish the events auparse holds, digest every window, then give
+        the worker a last chance to deliver; what it cannot stays in the spool."""
+        self.finish_input()
+        self.flush_windows(force_all=True)
+        if self.deliverer:
+            budget = max(self.config.timeout, SHUTDOWN_DELIVERY)
+            self.deliverer.stop(time.monotonic() + budget)
+            self.deliverer.join(budget + self.config.timeout + 1)
+        self.write_status(force=True)
+        self.log.info("stopped")
+
+
+def parse_args(argv: List[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="auditd plugin: mail an alert when an audit event carries a "
+        "watched key. Reads the audit stream (plugins.d format = string) on stdin.")
+    parser.add_argument("--config", default=None, metavar="PATH",
+                        help=f"INI config file (default {DEFAULT_CONFIG})")
+    parser.add_argument("--print", action="store_true", dest="print_only",
+                        help="write each composed message to stdout (mbox) instead of "
+                        "delivering it, e.g. to test a config against `ausearch --raw` output")
+    parser.add_argument("keys", nargs="*", metavar="KEY",
+                        help="audit keys forming one extra rule (named args) mailed to [mail] to")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    log = Log()
+    log.to_stderr = args.print_only or stderr_is_useful()
+    try:
+        config = load_config(args.config or DEFAULT_CONFIG, args.keys, args.config is not None)
+    except ConfigError as err:
+        log.to_stderr = True
+        log.error(f"bad config: {err}")
+        return EXIT_USAGE
+    if auparse is None:
+        log.to_stderr = True
+        log.error("the auparse Python module is missing (install python3-audit)")
+        return 1
+    return Plugin(config, log, args.print_only, args.keys).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,10 @@
+# The alert plugin (files/audisp_mailalert.py): Python 3.6 floor checked by vermin, then its
+# pytest suites under tests/plugin (units driven by captured audit logs, faults, fuzz).
+TEST_TARGETS += test-plugin
+
+.PHONY: test-plugin
+test-plugin: venv
+	@echo "==> plugin: vermin (must run on Python 3.6, RHEL 8)"
+	vermin --no-tips --violations -t=3.6- files/audisp_mailalert.py
+	@echo "==> plugin: pytest tests/plugin"
+	pytest -q -p no:cacheprovider tests/plugin

@@ -1,0 +1,111 @@
+"""Config and command line: every bad value is refused with exit code 2 and a message that
+names the file, the section and the key; good files give the documented defaults."""
+
+import pytest
+from conftest import log_bytes, run_plugin, write_config
+
+GOOD_RULE = "[rule r]\nkeys = amx-hostile\n"
+
+
+@pytest.mark.parametrize("text, section, key, words", [
+    ("[mail]\ncolour = blue\n" + GOOD_RULE, "[mail]", "colour", "unknown key"),
+    ("[mail]\ntransport = pigeon\n" + GOOD_RULE, "[mail]", "transport", "sendmail or smtp"),
+    ("[mail]\nto = root, -oQ/tmp/x\n" + GOOD_RULE, "[mail]", "to", "not a plain mail address"),
+    ("[mail]\nto = a@b\nc@d\n" + GOOD_RULE, "", "", "parsing"),
+    ("[mail]\nsendmail = sendmail\n" + GOOD_RULE, "[mail]", "sendmail", "absolute path"),
+    ("[mail]\nsmtp_tls = maybe\n" + GOOD_RULE, "[mail]", "smtp_tls", "starttls, tls or none"),
+    ("[mail]\ntransport = smtp\n" + GOOD_RULE, "[mail]", "smtp_host", "required"),
+    ("[mail]\nsmtp_port = 70000\n" + GOOD_RULE, "[mail]", "smtp_port", "out of range"),
+    ("[mail]\ntimeout = soon\n" + GOOD_RULE, "[mail]", "timeout", "not a whole number"),
+    ("[limits]\nmax_mails = 0\n" + GOOD_RULE, "[limits]", "max_mails", "out of range"),
+    ("[limits]\nwindow = -5\n" + GOOD_RULE, "[limits]", "window", "out of range"),
+    ("[spool]\ndir = spool\n" + GOOD_RULE, "[spool]", "dir", "absolute path"),
+    ("[spool]\nretry_min = 60\nretry_max = 10\n" + GOOD_RULE, "[spool]", "retry_max", "retry_min"),
+    ("[rule r]\nto = root\n", "[rule r]", "keys", "required"),
+    ("[rule r]\nkeys = with space\n", "[rule r]", "keys", "without spaces"),
+    ("[rule r]\nkeys = ,\n", "[rule r]", "keys", "no audit key"),
+    ("[rule r]\nkeys = k\nwindow = 1h\n", "[rule r]", "window", "not a whole number"),
+    ("[rule r]\nkeys = k\nfilter = x\n", "[rule r]", "filter", "unknown key"),
+    ("[rule bad/name]\nkeys = k\n", "[rule bad/name]", "", "rule name"),
+    ("[rule args]\nkeys = k\n", "[rule args]", "", "rule name"),
+    ("[rules]\nkeys = k\n", "[rules]", "", "unknown section"),
+    ("[DEFAULT]\nto = root\n" + GOOD_RULE, "[DEFAULT]", "", "unknown section"),
+    ("[mail]\nto = root\n", "", "", "nothing to watch"),
+])
+def test_bad_config_is_refused_naming_file_section_and_key(tmp_path, text, section, key, words):
+    config = write_config(tmp_path, text)
+    result = run_plugin(["--config", config, "--print"], log_bytes("hostile"))
+    message = result.stderr.decode()
+    assert result.returncode == 2, message
+    assert str(config) in message
+    assert f"{section} {key}".strip() in message
+    assert words in message
+    assert result.stdout == b"", "nothing may be processed with a bad config"
+
+
+def test_smtp_password_file_must_be_private(tmp_path):
+    secret = tmp_path / "pass"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o644)
+    config = write_config(tmp_path, "[mail]\ntransport = smtp\nsmtp_host = localhost\n"
+                          f"smtp_user = alert\nsmtp_password_file = {secret}\n{GOOD_RULE}")
+    result = run_plugin(["--config", config, "--print"])
+    assert result.returncode == 2
+    assert "[mail] smtp_password_file" in result.stderr.decode()
+    assert "0600" in result.stderr.decode()
+    secret.chmod(0o600)
+    assert run_plugin(["--config", config, "--print"]).returncode == 0
+    secret.write_text("w\u00f6rd\n")
+    result = run_plugin(["--config", config, "--print"])
+    assert result.returncode == 2 and "'ascii' codec" in result.stderr.decode()
+
+
+def test_explicit_config_that_does_not_exist_is_refused(tmp_path):
+    result = run_plugin(["--config", tmp_path / "missing.conf", "--print", "k"])
+    assert result.returncode == 2
+    assert "missing.conf: no such file" in result.stderr.decode()
+
+
+def test_bad_command_line_exits_2():
+    result = run_plugin(["--no-such-option"])
+    assert result.returncode == 2
+    assert "unrecognized arguments" in result.stderr.decode()
+
+
+def test_key_argument_with_a_comma_is_refused(tmp_path):
+    config = write_config(tmp_path, "[mail]\nto = root\n")
+    result = run_plugin(["--config", config, "--print", "a,b"])
+    assert result.returncode == 2
+    assert "KEY" in result.stderr.decode()
+
+
+def test_defaults(plugin_module, tmp_path):
+    config = plugin_module.load_config(str(write_config(tmp_path, GOOD_RULE)), [], True)
+    assert config.to == ["root"]
+    assert config.transport == "sendmail"
+    assert config.sendmail == "/usr/sbin/sendmail"
+    assert config.spool_dir == "/var/spool/audisp-mailalert"
+    assert (config.max_mails, config.window) == (10, 300)
+    assert config.smtp_tls == "starttls" and config.smtp_port == 25
+    rule = config.rules[0]
+    assert (rule.name, rule.keys, rule.to, rule.max_mails, rule.window) == (
+        "r", ["amx-hostile"], ["root"], 10, 300)
+
+
+def test_rule_overrides_and_key_arguments(plugin_module, tmp_path):
+    path = write_config(tmp_path, "[mail]\nto = sec@example.com, ops@example.com\n"
+                        "[limits]\nmax_mails = 4\nwindow = 60\n"
+                        "[rule web]\nkeys = web-conf, web-bin\nto = web@example.com\n"
+                        "max_mails = 2\n[rule other]\nkeys = other\nwindow = 10\n")
+    config = plugin_module.load_config(str(path), ["alert", "second"], True)
+    rules = {r.name: (r.keys, r.to, r.max_mails, r.window) for r in config.rules}
+    assert rules == {
+        "web": (["web-conf", "web-bin"], ["web@example.com"], 2, 60),
+        "other": (["other"], ["sec@example.com", "ops@example.com"], 4, 10),
+        "args": (["alert", "second"], ["sec@example.com", "ops@example.com"], 4, 60),
+    }
+
+
+def test_default_config_may_be_absent_when_keys_are_given(plugin_module):
+    config = plugin_module.load_config("/nonexistent/audisp-mailalert.conf", ["alert"], False)
+    assert [(r.name, r.keys, r.to) for r in config.rules] == [("args", ["alert"], ["root"])]
