@@ -1,0 +1,201 @@
+# Copyright (c) audit mail alert developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Read the configuration and state of the audisp-mailalert plugin (docs/design.md).
+
+- the auditd plugins.d file that starts it (key = value lines),
+- its INI config (which rule watches which keys, where the spool is),
+- its spool: status.json, queue/ (alerts not yet handed to the MTA), verify/ requests.
+"""
+
+from __future__ import annotations
+
+import configparser
+import email.parser
+import json
+import os
+import re
+import tempfile
+
+DEFAULT_SPOOL_DIR = "/var/spool/audisp-mailalert"
+DEFAULT_PLUGIN_CONF = "/etc/audit/plugins.d/audisp-mailalert.conf"
+# The argument spec of the options in doc_fragments/plugin_paths.py, shared by the modules.
+PATH_OPTIONS = {
+    "plugin_conf": {"type": "path", "default": DEFAULT_PLUGIN_CONF},
+    "config": {"type": "path"},
+    "spool_dir": {"type": "path"},
+}
+# The rule the plugin builds from the KEY arguments of its command line.
+ARGS_RULE = "args"
+VERIFY_TOKEN = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+
+
+def parse_plugin_conf(text: str) -> dict:
+    """Parse an auditd plugins.d file ("name = value" lines, # comments)."""
+    conf = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "=" not in line:
+            continue
+        name, value = line.split("=", 1)
+        conf[name.strip()] = value.strip()
+    return conf
+
+
+def read_plugin_conf(path: str) -> dict:
+    """The plugins.d file as {"file", "exists", "active", "path", "args", "format",
+    "type", "direction", "error"}; "active" is a bool, "args" a list of words."""
+    result = {"file": path, "exists": os.path.exists(path), "active": False, "path": None,
+              "args": [], "format": None, "type": None, "direction": None, "error": None}
+    if not result["exists"]:
+        return result
+    try:
+        with open(path) as handle:
+            conf = parse_plugin_conf(handle.read())
+    except OSError as error:
+        result["error"] = f"cannot read {path}: {error.strerror}"
+        return result
+    result.update({
+        "active": conf.get("active", "no").lower() == "yes",
+        "path": conf.get("path"),
+        "args": conf.get("args", "").split(),
+        "format": conf.get("format"),
+        "type": conf.get("type"),
+        "direction": conf.get("direction"),
+    })
+    return result
+
+
+def config_from_args(args: list[str]) -> str | None:
+    """The --config PATH the plugins.d args give the plugin, if any."""
+    for index, word in enumerate(args):
+        if word == "--config" and index + 1 < len(args):
+            return args[index + 1]
+        if word.startswith("--config="):
+            return word[len("--config="):]
+    return None
+
+
+def keys_from_args(args: list[str]) -> list[str]:
+    """The KEY arguments of the plugin command line (everything that is not an option)."""
+    keys, skip = [], False
+    for word in args:
+        if skip:
+            skip = False
+        elif word == "--config":
+            skip = True
+        elif not word.startswith("-"):
+            keys.append(word)
+    return keys
+
+
+def read_plugin_config(path: str) -> dict:
+    """The plugin's INI config as {"file", "exists", "rules": {NAME: [keys]},
+    "spool_dir", "error"}; a missing file gives no rules and the default spool."""
+    result = {"file": path, "exists": os.path.exists(path), "rules": {},
+              "spool_dir": DEFAULT_SPOOL_DIR, "error": None}
+    if not result["exists"]:
+        return result
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path) as handle:
+            parser.read_file(handle)
+    except (OSError, configparser.Error) as error:
+        result["error"] = f"cannot read {path}: {error}"
+        return result
+    for section in parser.sections():
+        if section.startswith("rule "):
+            keys = parser.get(section, "keys", fallback="")
+            result["rules"][section[len("rule "):].strip()] = [
+                key.strip() for key in keys.split(",") if key.strip()]
+    result["spool_dir"] = parser.get("spool", "dir", fallback=DEFAULT_SPOOL_DIR)
+    return result
+
+
+def rules_for_key(key: str, config_rules: dict, args_keys: list[str]) -> list[str]:
+    """Names of the plugin rules that watch KEY (config rules, then the args rule)."""
+    names = sorted(name for name, keys in config_rules.items() if key in keys)
+    if key in args_keys:
+        names.append(ARGS_RULE)
+    return names
+
+
+def read_status(spool_dir: str) -> tuple[dict | None, str | None]:
+    """(contents of <spool>/status.json or None, error text or None)."""
+    path = os.path.join(spool_dir, "status.json")
+    try:
+        with open(path) as handle:
+            return json.load(handle), None
+    except FileNotFoundError:
+        return None, None
+    except (OSError, ValueError) as error:
+        return None, f"cannot read {path}: {error}"
+
+
+def held_counts(status: dict | None, key: str) -> dict:
+    """{rule name: held} for the status.json rules that watch KEY."""
+    rules = (status or {}).get("rules") or {}
+    return {name: int(rule.get("held") or 0) for name, rule in rules.items()
+            if key in (rule.get("keys") or [])}
+
+
+def alert_headers(handle) -> dict:
+    """The alert headers of one RFC 5322 message read from a binary file object."""
+    headers = email.parser.BytesHeaderParser().parse(handle)
+    return {
+        "key": headers.get("X-Audit-Key"),
+        "event": headers.get("X-Audit-Event"),
+        "verify": headers.get("X-Audit-Verify"),
+        "subject": headers.get("Subject"),
+        "message_id": headers.get("Message-ID"),
+    }
+
+
+def queued_alerts(spool_dir: str) -> list[dict]:
+    """Alerts in <spool>/queue/ (accepted by the plugin, not yet handed to the MTA)."""
+    queue = os.path.join(spool_dir, "queue")
+    try:
+        names = sorted(os.listdir(queue))
+    except OSError:
+        return []
+    alerts = []
+    for name in names:
+        path = os.path.join(queue, name)
+        # Complete messages are NAME.eml; they are written as .NAME.eml.tmp and renamed.
+        if name.startswith(".") or not name.endswith(".eml") or not os.path.isfile(path):
+            continue
+        try:
+            with open(path, "rb") as handle:
+                alert = alert_headers(handle)
+        except OSError:
+            continue
+        alert["file"] = path
+        alerts.append(alert)
+    return alerts
+
+
+def write_verify_request(spool_dir: str, pid: int, token: str) -> str:
+    """Write <spool>/verify/<pid> with TOKEN, atomically; returns its path."""
+    if not VERIFY_TOKEN.match(token):
+        raise ValueError(f"verify token must match {VERIFY_TOKEN.pattern}")
+    directory = os.path.join(spool_dir, "verify")
+    if not os.path.isdir(directory):
+        os.mkdir(directory, 0o700)
+    path = os.path.join(directory, str(pid))
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{pid}.", dir=directory)
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(token + "\n")
+        os.rename(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+    return path
+
+
+def remove_verify_request(path: str) -> None:
+    """Remove a verify request; a request already gone is fine."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

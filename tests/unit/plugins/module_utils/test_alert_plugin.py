@@ -1,0 +1,121 @@
+"""Reading the plugin's plugins.d file, config, status.json and spool."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+from ansible_collections.linux_audit.mail_alert.plugins.module_utils import alert_plugin
+
+PLUGIN_CONF = """# the audisp-mailalert plugin
+active = yes
+direction = out
+path = /sbin/audisp-mailalert
+type = always
+args = --config /etc/alt.conf extra_key # trailing comment
+format = string
+"""
+
+CONFIG = """[mail]
+to = root
+[spool]
+dir = /var/spool/elsewhere
+[rule shadow]
+keys = shadow_read, shadow_write
+[rule exec]
+keys = watch_w
+"""
+
+
+def test_read_plugin_conf(tmp_path):
+    path = tmp_path / "audisp-mailalert.conf"
+    path.write_text(PLUGIN_CONF)
+    conf = alert_plugin.read_plugin_conf(str(path))
+    assert conf["active"] is True
+    assert conf["path"] == "/sbin/audisp-mailalert"
+    assert conf["args"] == ["--config", "/etc/alt.conf", "extra_key"]
+    assert conf["format"] == "string"
+    assert alert_plugin.config_from_args(conf["args"]) == "/etc/alt.conf"
+    assert alert_plugin.keys_from_args(conf["args"]) == ["extra_key"]
+
+
+def test_read_plugin_conf_missing_and_inactive(tmp_path):
+    missing = alert_plugin.read_plugin_conf(str(tmp_path / "none.conf"))
+    assert missing["exists"] is False and missing["active"] is False
+    path = tmp_path / "off.conf"
+    path.write_text("active = no\npath = /sbin/audisp-mailalert\n")
+    assert alert_plugin.read_plugin_conf(str(path))["active"] is False
+
+
+def test_config_from_args_equals_form():
+    assert alert_plugin.config_from_args(["--config=/x.conf", "k"]) == "/x.conf"
+    assert alert_plugin.config_from_args(["k"]) is None
+
+
+def test_read_plugin_config_rules_and_spool(tmp_path):
+    path = tmp_path / "plugin.conf"
+    path.write_text(CONFIG)
+    config = alert_plugin.read_plugin_config(str(path))
+    assert config["rules"] == {"shadow": ["shadow_read", "shadow_write"], "exec": ["watch_w"]}
+    assert config["spool_dir"] == "/var/spool/elsewhere"
+    assert alert_plugin.rules_for_key("watch_w", config["rules"], ["watch_w"]) == ["exec", "args"]
+    assert alert_plugin.rules_for_key("nope", config["rules"], []) == []
+
+
+def test_read_plugin_config_broken_names_the_file(tmp_path):
+    path = tmp_path / "broken.conf"
+    path.write_text("keys = outside any section\n")
+    config = alert_plugin.read_plugin_config(str(path))
+    assert str(path) in config["error"]
+    assert config["rules"] == {}
+
+
+def test_read_status_and_held_counts(tmp_path):
+    assert alert_plugin.read_status(str(tmp_path)) == (None, None)
+    status = {"pid": 1, "rules": {"exec": {"keys": ["watch_w"], "sent": 10, "held": 4},
+                                  "other": {"keys": ["x"], "sent": 0, "held": 9}}}
+    (tmp_path / "status.json").write_text(json.dumps(status))
+    read, error = alert_plugin.read_status(str(tmp_path))
+    assert error is None and read == status
+    assert alert_plugin.held_counts(read, "watch_w") == {"exec": 4}
+    assert alert_plugin.held_counts(None, "watch_w") == {}
+
+
+def test_read_status_broken_json(tmp_path):
+    (tmp_path / "status.json").write_text("{half")
+    status, error = alert_plugin.read_status(str(tmp_path))
+    assert status is None and "status.json" in error
+
+
+def test_queued_alerts_reads_complete_messages_only(tmp_path):
+    queue = tmp_path / "queue"
+    queue.mkdir()
+    message = (b"Subject: alert\r\nX-Audit-Key: watch_w\r\nX-Audit-Event: 1795685868.750:7@h\r\n"
+               b"X-Audit-Verify: tok-1\r\nMessage-ID: <a@h>\r\n\r\nbody\r\n")
+    (queue / "0001.eml").write_bytes(message)
+    (queue / ".0002.eml.tmp").write_bytes(message)
+    alerts = alert_plugin.queued_alerts(str(tmp_path))
+    assert len(alerts) == 1
+    assert alerts[0]["event"] == "1795685868.750:7@h"
+    assert alerts[0]["verify"] == "tok-1" and alerts[0]["message_id"] == "<a@h>"
+    assert alerts[0]["file"] == str(queue / "0001.eml")
+    assert alert_plugin.queued_alerts(str(tmp_path / "none")) == []
+
+
+def test_verify_request_written_atomically_and_removed(tmp_path):
+    path = alert_plugin.write_verify_request(str(tmp_path), 4242, "abc-123")
+    assert path == str(tmp_path / "verify" / "4242")
+    with open(path) as request:
+        assert request.read() == "abc-123\n"
+    assert stat.S_IMODE(os.stat(tmp_path / "verify").st_mode) == 0o700
+    assert os.listdir(tmp_path / "verify") == ["4242"]  # no temporary file left behind
+    alert_plugin.remove_verify_request(path)
+    alert_plugin.remove_verify_request(path)  # already gone: fine
+    assert not os.path.exists(path)
+
+
+def test_verify_request_refuses_a_bad_token(tmp_path):
+    with pytest.raises(ValueError):
+        alert_plugin.write_verify_request(str(tmp_path), 1, "bad token\n")

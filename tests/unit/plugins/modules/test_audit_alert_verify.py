@@ -1,0 +1,264 @@
+"""audit_alert_verify with run_command and get_bin_path mocked (see conftest.py): the
+happy path, check mode, bad input, and one test per broken hop."""
+
+from __future__ import annotations
+
+import mailbox
+import os
+import time
+
+import pytest
+from ansible_collections.linux_audit.mail_alert.plugins.module_utils import mail_store
+from ansible_collections.linux_audit.mail_alert.plugins.modules import (
+    audit_alert_verify,
+)
+from ansible_collections.linux_audit.mail_alert.tests.unit.plugins.modules.fake_host import (
+    KEY,
+)
+
+
+def verify(run_module, args, check_mode=False):
+    return run_module(audit_alert_verify.main, args, check_mode=check_mode)
+
+
+def hop_states(result):
+    return {item["name"]: item["ok"] for item in result["hops"]}
+
+
+def test_alert_found_returns_event_mail_and_latency(host, run_module):
+    outcome = verify(run_module, host.args())
+    assert not outcome.failed, outcome.result.get("msg")
+    result = outcome.result
+    assert result["changed"] is False
+    assert result["event"] == host.event_id
+    assert result["message_id"] == f"<{host.event_id}@host>"
+    assert result["subject"] == f"[audit] {KEY} on host"
+    assert 0 <= result["latency"] < 2
+    assert result["rc"] == 0
+    assert all(item["ok"] for item in result["hops"])
+    # The command ran once, directly (no shell), while the verify request named our pid.
+    assert host.watched_runs() == [[str(host.watched)]]
+    assert host.request_seen == result["token"]
+    assert not os.path.exists(host.spool / "verify" / str(os.getpid()))
+
+
+def test_ausearch_asks_for_our_key_and_our_pid_as_parent(host, run_module):
+    verify(run_module, host.args())
+    search = next(call for call in host.calls if call[0].endswith("ausearch"))
+    assert search[:6] == ["/sbin/ausearch", "--input-logs", "-k", KEY, "-pp", str(os.getpid())]
+    assert search[-2:] == ["--format", "raw"]
+
+
+def test_alert_in_a_maildir(host, run_module):
+    host.mailbox = str(host.spool.parent / "Maildir")
+    mailbox.Maildir(host.mailbox).close()
+    outcome = verify(run_module, host.args())
+    assert not outcome.failed, outcome.result.get("msg")
+    assert outcome.result["event"] == host.event_id
+
+
+def test_alert_with_another_token_is_not_ours(host, run_module):
+    host.mail_token = "someone-else"
+    outcome = verify(run_module, host.args(timeout=1))
+    assert_broken(outcome, "plugin_alert", "with X-Audit-Verify someone-else instead of")
+
+
+def test_old_alert_for_another_event_is_ignored(host, run_module):
+    host.deliver = False
+    host.event_id = "1000000000.000:1"
+    host.add_mail(host.alert(token=None))
+    host.event_id = None
+    outcome = verify(run_module, host.args(timeout=1))
+    assert outcome.failed
+
+
+def test_without_marker_no_request_is_written_and_a_plain_alert_counts(host, run_module):
+    host.mail_token = ""
+    outcome = verify(run_module, host.args(verify_marker=False))
+    assert not outcome.failed, outcome.result.get("msg")
+    assert host.request_seen is None
+    assert "token" not in outcome.result
+
+
+def test_run_as_runs_the_command_through_setpriv(host, run_module):
+    outcome = verify(run_module, host.args(run_as="nobody"))
+    assert not outcome.failed, outcome.result.get("msg")
+    import pwd
+    nobody = pwd.getpwnam("nobody")
+    assert host.watched_runs() == [["/usr/bin/setpriv", f"--reuid={nobody.pw_uid}",
+                                    f"--regid={nobody.pw_gid}", "--init-groups", "--",
+                                    str(host.watched)]]
+
+
+def test_check_mode_reports_and_runs_nothing(host, run_module):
+    outcome = verify(run_module, host.args(), check_mode=True)
+    assert not outcome.failed
+    assert outcome.result["command"] == [str(host.watched)]
+    assert [item["name"] for item in outcome.result["hops"]] == [
+        "audit_enabled", "rule_loaded", "auditd_running", "plugin_configured",
+        "plugin_running", "plugin_key", "mailbox_writable"]
+    assert host.watched_runs() == []
+    assert all(call[0].endswith("auditctl") for call in host.calls)
+    assert not (host.spool / "verify").exists()
+
+
+def test_check_mode_does_not_fail_on_a_broken_hop(host, run_module):
+    host.rules_text = "No rules\n"
+    outcome = verify(run_module, host.args(), check_mode=True)
+    assert not outcome.failed
+    assert hop_states(outcome.result)["rule_loaded"] is False
+
+
+@pytest.mark.parametrize("args, field", [
+    ({"key": "has space"}, "key:"),
+    ({"key": ""}, "key:"),
+    ({"timeout": 0}, "timeout:"),
+    ({"command": []}, "command:"),
+    ({"command": ["/nonexistent/program"]}, "command:"),
+    ({"command": ["no-such-program-on-path"]}, "command:"),
+    ({"run_as": "no-such-user-here"}, "run_as:"),
+])
+def test_bad_input_is_refused_naming_the_field_before_anything_runs(host, run_module, args, field):
+    outcome = verify(run_module, host.args(**args))
+    assert outcome.failed
+    assert outcome.result["msg"].startswith(field)
+    assert host.calls == []
+
+
+def test_not_root_is_refused(host, run_module, monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    outcome = verify(run_module, host.args())
+    assert outcome.failed and "needs root" in outcome.result["msg"]
+
+
+# -- one test per broken hop: the message names it, and the command does not run when the
+# -- hop is one that can be seen before.
+
+def assert_broken(outcome, name, words):
+    assert outcome.failed
+    message = outcome.result["msg"]
+    assert f"(hop {name})" in message, message
+    assert words in message, message
+    first_broken = next(item["name"] for item in outcome.result["hops"] if not item["ok"])
+    assert first_broken == name
+
+
+def test_audit_disabled(host, run_module):
+    host.status_text = host.status_text.replace("enabled 1", "enabled 0")
+    outcome = verify(run_module, host.args())
+    assert_broken(outcome, "audit_enabled", "kernel auditing is disabled")
+    assert host.watched_runs() == []
+
+
+def test_rule_not_loaded(host, run_module):
+    host.rules_text = "-w /etc/passwd -p wa -k other\n"
+    outcome = verify(run_module, host.args())
+    assert_broken(outcome, "rule_loaded", f"audit rule not loaded (hop rule_loaded): auditctl -l "
+                                          f"lists no rule with key {KEY}")
+    assert host.watched_runs() == []
+
+
+def test_auditd_not_running(host, run_module):
+    host.status_text = host.status_text.replace("pid 1696", "pid 0")
+    outcome = verify(run_module, host.args())
+    assert_broken(outcome, "auditd_running", "auditd not running")
+    assert host.watched_runs() == []
+
+
+def test_plugin_conf_inactive(host, run_module):
+    host.write_plugin_conf(active="no")
+    outcome = verify(run_module, host.args())
+    assert_broken(outcome, "plugin_configured", "active is not yes")
+
+
+def test_plugin_conf_binary_format(host, run_module):
+    host.plugin_conf.write_text(host.plugin_conf.read_text().replace("format = string",
+                                                                     "format = binary"))
+    outcome = verify(run_module, host.args())
+    assert_broken(outcome, "plugin_configured", "format is binary")
+
+
+def test_plugin_not_running(host, run_module):
+    host.plugin_running = False
+    outcome = verify(run_module, host.args())
+    assert_broken(outcome, "plugin_running", "plugin not running")
+    assert host.watched_runs() == []
+
+
+def test_plugin_not_configured_for_the_key(host, run_module):
+    host.config.write_text(f"[spool]\ndir = {host.spool}\n[rule exec]\nkeys = other\n")
+    outcome = verify(run_module, host.args())
+    assert_broken(outcome, "plugin_key", "plugin not configured for the key")
+    assert host.watched_runs() == []
+
+
+def test_plugin_key_from_plugin_arguments(host, run_module):
+    host.config.write_text(f"[spool]\ndir = {host.spool}\n")
+    host.write_plugin_conf(keys=KEY)
+    outcome = verify(run_module, host.args())
+    assert not outcome.failed, outcome.result.get("msg")
+
+
+def test_mailbox_immutable(host, run_module, monkeypatch):
+    monkeypatch.setattr(mail_store, "_immutable", lambda path: path == host.mailbox)
+    host.add_mail("From: x\n\nan older mail\n")
+    outcome = verify(run_module, host.args())
+    assert_broken(outcome, "mailbox_writable", "is immutable")
+    assert host.watched_runs() == []
+
+
+def test_event_not_logged(host, run_module):
+    host.log_events = False
+    host.deliver = False
+    outcome = verify(run_module, host.args(timeout=1))
+    assert_broken(outcome, "event_logged", "event not logged")
+    assert len(host.watched_runs()) == 1
+
+
+def test_rate_limit_held_the_alert_back(host, run_module):
+    host.deliver = False
+    host.write_status(held=3)
+    host.on_command.append(lambda fake: fake.write_status(held=4))
+    outcome = verify(run_module, host.args(timeout=1))
+    assert_broken(outcome, "rate_limit", "exec (+1)")
+    assert "although the verification request was in place" in outcome.result["msg"]
+
+
+def test_alert_stuck_in_the_plugin_spool(host, run_module):
+    host.deliver = False
+
+    def spool_the_alert(fake):
+        (fake.spool / "queue" / "0001.eml").write_text(fake.alert(fake.request_seen))
+        fake.write_status(last_error="0001.eml: sendmail exited with 75")
+
+    host.on_command.append(spool_the_alert)
+    outcome = verify(run_module, host.args(timeout=1))
+    assert_broken(outcome, "plugin_delivery", "mail not handed to the MTA")
+    assert "sendmail exited with 75" in outcome.result["msg"]
+
+
+def test_mail_still_in_the_mta_queue(host, run_module):
+    host.deliver = False
+    host.mail_queue = ["Mail queue is empty\n", "ID\t: 16000c.555729782f20\nFrom\t: root@vm\n"]
+    outcome = verify(run_module, host.args(timeout=1))
+    assert_broken(outcome, "mta_queue", "16000c.555729782f20")
+
+
+def test_mailbox_not_written(host, run_module):
+    host.deliver = False
+    host.on_command.append(lambda fake: fake.write_status(last_delivery=time.time()))
+    outcome = verify(run_module, host.args(timeout=1))
+    assert_broken(outcome, "mailbox", "mailbox not written")
+    assert host.mailbox in outcome.result["msg"]
+
+
+def test_no_trace_of_an_alert(host, run_module):
+    host.deliver = False
+    outcome = verify(run_module, host.args(timeout=1))
+    assert_broken(outcome, "plugin_alert", "no trace of an alert")
+
+
+def test_alert_without_the_verify_header(host, run_module):
+    host.mail_token = ""
+    outcome = verify(run_module, host.args(timeout=1))
+    assert_broken(outcome, "plugin_alert", "arrived without X-Audit-Verify: the plugin ignored")
