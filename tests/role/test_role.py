@@ -1,0 +1,373 @@
+"""The role on this host: real kernel, real auditd (SysV init here), dma delivering to
+/var/mail/root. Tests run in file order and share the host's state; the module fixture
+starts from a clean host (state absent) and leaves one behind.
+
+Run with `make test-role` (it builds the collection tree that ANSIBLE_COLLECTIONS_PATH
+points at).
+"""
+
+import fcntl
+import hashlib
+import mailbox
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+BUILD = REPO / "build"
+LOCK = "/run/lock/audit-mail-alert-host.lock"
+MAILBOX = "/var/mail/root"
+TIMINGS = BUILD / "role-timings.txt"
+AUDIT_LOG = "/var/log/audit/audit.log"
+UNMANAGED = '{"audit_mail_alert_manage_auditd": false}'
+UNMANAGED_MSG = "audit_mail_alert_manage_auditd is false: files installed, auditd and the kernel rules left alone"
+
+PLUGIN = "/sbin/audisp-mailalert"
+CONFIG = "/etc/audit/audisp-mailalert.conf"
+PLUGIN_CONF = "/etc/audit/plugins.d/audisp-mailalert.conf"
+RULES = "/etc/audit/rules.d/60-audit-mail-alert.rules"
+SPOOL = "/var/spool/audisp-mailalert"
+PASSWORD = "/etc/audit/audisp-mailalert.pass"
+ROLE_PATHS = [PLUGIN, CONFIG, PASSWORD, PLUGIN_CONF, RULES, SPOOL]
+# A rule of the host's own, which the role must leave loaded.
+HOST_RULES = "/etc/audit/rules.d/50-amr-host.rules"
+HOST_KEY = "amr-host-rule"
+
+TASK_RE = re.compile(r"^(?:TASK|RUNNING HANDLER) \[(?:[\w.]+ : )?(.*)\] \*+$")
+RECAP_RE = re.compile(r"^localhost\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)")
+
+
+class Run:
+    """One ansible-playbook run: its output, recap and the names of the changed tasks."""
+
+    def __init__(self, args, proc, seconds):
+        self.args = args
+        self.rc = proc.returncode
+        self.output = proc.stdout
+        self.seconds = seconds
+        self.changed_tasks = []
+        self.changed = self.failed = None
+        task = None
+        for line in self.output.splitlines():
+            header = TASK_RE.match(line)
+            if header:
+                task = header.group(1)
+            elif line.startswith("changed: [localhost]"):
+                self.changed_tasks.append(task)
+            recap = RECAP_RE.match(line)
+            if recap:
+                self.changed, self.failed = int(recap.group(2)), int(recap.group(4))
+
+    def __str__(self):
+        return f"ansible-playbook {' '.join(self.args)} (rc {self.rc}):\n{self.output[-6000:]}"
+
+    # pytest shows an assertion's message with repr(): make a failed run show its output.
+    __repr__ = __str__
+
+
+def playbook(name, *args):
+    env = dict(
+        os.environ,
+        ANSIBLE_COLLECTIONS_PATH=str(BUILD),
+        ANSIBLE_HOME=str(BUILD / "ansible-home"),
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_DISPLAY_SKIPPED_HOSTS="false",
+        ANSIBLE_RETRY_FILES_ENABLED="false",
+    )
+    cmd = ["ansible-playbook", "-i", str(HERE / "inventory.yml"), str(HERE / name), *args]
+    print(f"==> {' '.join(cmd[1:])}", flush=True)
+    started = time.monotonic()
+    proc = subprocess.run(cmd, env=env, cwd=HERE, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=900, check=False)
+    run = Run([name, *args], proc, time.monotonic() - started)
+    print(f"    rc {run.rc}, changed={run.changed}, {run.seconds:.1f} s", flush=True)
+    return run
+
+
+def loaded_rules():
+    return subprocess.run(["auditctl", "-l"], stdout=subprocess.PIPE, text=True, check=True).stdout
+
+
+def loaded_keys():
+    return set(re.findall(r"(?:-k|key=)\s*(\S+)", loaded_rules()))
+
+
+def plugin_pids():
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if PLUGIN.encode() in argv[:2]:
+                pids.append(int(entry.name))
+    return pids
+
+
+def auditd_pid():
+    status = subprocess.run(["auditctl", "-s"], stdout=subprocess.PIPE, text=True, check=True).stdout
+    return int(re.search(r"^pid (\d+)$", status, re.MULTILINE).group(1))
+
+
+def snapshot():
+    """What the role may touch: its files (mode, owner, content) and the loaded rules."""
+    state = {"rules": loaded_rules(), "rules.d": sorted(os.listdir("/etc/audit/rules.d"))}
+    for path in ROLE_PATHS:
+        p = Path(path)
+        if not p.exists():
+            state[path] = None
+            continue
+        st = p.stat()
+        digest = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+        state[path] = (oct(st.st_mode), st.st_uid, st.st_gid, digest)
+    return state
+
+
+def alerts(key):
+    """Messages in root's mailbox with this X-Audit-Key."""
+    if not os.path.exists(MAILBOX):
+        return []
+    return [m for m in mailbox.mbox(MAILBOX) if m["X-Audit-Key"] == key]
+
+
+def wait_for_alert(key, command, timeout=30.0):
+    """Run command and wait (poll, with a deadline) for a new alert with key."""
+    before = len(alerts(key))
+    subprocess.run(command, stdout=subprocess.DEVNULL, check=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = alerts(key)
+        if len(found) > before:
+            return found[-1]
+        time.sleep(0.25)
+    pytest.fail(f"no alert with X-Audit-Key {key} in {MAILBOX} within {timeout} s after {command}")
+
+
+def record(label, run):
+    TIMINGS.parent.mkdir(parents=True, exist_ok=True)
+    with TIMINGS.open("a") as out:
+        out.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {label}: {run.seconds:.1f} s "
+                  f"(changed={run.changed})\n")
+
+
+@pytest.fixture(scope="module")
+def host():
+    """Hold the host auditd lock for the whole module, start and end on a clean host."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to drive the host's auditd")
+    if shutil.which("sendmail", path="/usr/sbin:/usr/bin") is None:
+        pytest.fail("no MTA: /usr/sbin/sendmail is missing (install dma, see .ci/apt-packages)")
+    if not (BUILD / "ansible_collections/linux_audit/mail_alert/roles").is_dir():
+        pytest.fail("no collection tree: run `make collection-tree` (make test-role does)")
+    # Python opens the lock non-inheritable: an auditd restarted by the role must not
+    # inherit it (it would hold the lock for its whole life).
+    with open(LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        Path(HOST_RULES).write_text(f"-w /etc/hosts -p wa -k {HOST_KEY}\n")
+        subprocess.run(["augenrules", "--load"], stdout=subprocess.DEVNULL, check=True)
+        clean = playbook("absent.yml")
+        assert clean.rc == 0, clean
+        try:
+            yield
+        finally:
+            playbook("absent.yml")
+            Path(HOST_RULES).unlink(missing_ok=True)
+            subprocess.run(["augenrules", "--load"], stdout=subprocess.DEVNULL, check=False)
+
+
+def test_refused_input_changes_nothing(host):
+    before = snapshot()
+    run = playbook("tests_refused_input.yml")
+    assert run.rc == 0 and run.failed == 0, run
+    assert run.changed == 0, run
+    assert snapshot() == before
+
+
+def test_check_mode_on_a_clean_host_changes_nothing(host):
+    before = snapshot()
+    run = playbook("converge.yml", "--check", "--diff")
+    assert run.rc == 0, run
+    assert "Plugin | Write the plugin config" in run.changed_tasks, run
+    assert snapshot() == before
+
+
+def test_converge(host):
+    run = playbook("converge.yml")
+    assert run.rc == 0, run
+    record("converge on a clean host", run)
+    for path, mode in [(PLUGIN, 0o750), (CONFIG, 0o640), (PLUGIN_CONF, 0o640),
+                       (RULES, 0o640), (SPOOL, 0o700)]:
+        st = os.stat(path)
+        assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (mode, 0, 0), path
+    assert {"amr-exec-w", "amr-hostname", HOST_KEY} <= loaded_keys()
+    pids = plugin_pids()
+    assert len(pids) == 1, pids
+    assert os.stat(f"/proc/{pids[0]}").st_uid == 0
+    with open(f"/proc/{pids[0]}/stat") as stat:
+        assert int(stat.read().rsplit(")", 1)[1].split()[1]) == auditd_pid()
+
+
+def test_alert_for_w_reaches_the_mailbox(host):
+    mail = wait_for_alert("amr-exec-w", ["/usr/bin/w"])
+    assert "/usr/bin/w" in mail["Subject"]
+    assert mail["X-Audit-Rule"] == "amr-exec-w"
+    assert re.fullmatch(r"\d+\.\d{3}:\d+@\S+", mail["X-Audit-Event"]), mail["X-Audit-Event"]
+
+
+def test_verify_module_proves_the_chain(host):
+    run = playbook("verify.yml")
+    assert run.rc == 0 and run.failed == 0, run
+
+
+def test_second_run_changes_nothing(host):
+    run = playbook("converge.yml")
+    assert run.rc == 0, run
+    record("second run (idempotent)", run)
+    assert run.changed == 0, f"changed: {run.changed_tasks}\n{run}"
+
+
+def test_check_mode_on_a_converged_host_changes_nothing(host):
+    before = snapshot()
+    run = playbook("converge.yml", "--check", "--diff")
+    assert run.rc == 0, run
+    assert run.changed == 0, f"changed: {run.changed_tasks}\n{run}"
+    assert snapshot() == before
+
+
+def test_key_change_changes_only_rules_and_plugin_config(host):
+    before = snapshot()
+    run = playbook("converge.yml", "-e", "role_vars_file=vars_key_changed.yml", "--diff")
+    assert run.rc == 0, run
+    assert set(run.changed_tasks) == {
+        "Rules | Write the audit rules",
+        "Rules | Load the audit rules with augenrules",
+        "Rules | Drop the backup of the previous rules file",
+        "Plugin | Write the plugin config",
+        "Reload auditd",
+    }, run
+    after = snapshot()
+    changed = {k for k in before if before[k] != after[k]}
+    assert changed == {"rules", RULES, CONFIG}, changed
+    keys = loaded_keys()
+    assert "amr-exec-w2" in keys and "amr-exec-w" not in keys
+    # The running plugin re-read its config (SIGHUP): the renamed key raises alerts.
+    wait_for_alert("amr-exec-w2", ["/usr/bin/w"])
+
+
+def test_rules_tag_applies_a_rules_change(host):
+    run = playbook("converge.yml", "--tags", "rules")
+    assert run.rc == 0, run
+    assert "Rules | Write the audit rules" in run.changed_tasks, run
+    keys = loaded_keys()
+    assert "amr-exec-w" in keys and "amr-exec-w2" not in keys
+    wait_for_alert("amr-exec-w", ["/usr/bin/w"])
+
+
+def test_smtp_password_lands_in_a_private_file_and_never_in_the_output(host):
+    secret = "amr-S3cret-4711"
+    run = playbook("converge.yml", "-e", "role_vars_file=vars_smtp.yml", "--diff", "-v")
+    assert run.rc == 0, run
+    assert secret not in run.output
+    st = os.stat(PASSWORD)
+    assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o600, 0, 0)
+    assert Path(PASSWORD).read_text() == secret + "\n"
+    assert f"smtp_password_file = {PASSWORD}" in Path(CONFIG).read_text()
+    assert len(plugin_pids()) == 1
+    back = playbook("converge.yml")
+    assert back.rc == 0, back
+    assert not os.path.exists(PASSWORD)
+
+
+def test_refused_load_restores_the_previous_rules(host):
+    before = snapshot()
+    run = playbook("converge.yml", "-e", "role_vars_file=vars_bad_rule.yml")
+    assert run.rc != 0 and run.failed == 1, run
+    assert "augenrules --load refused the rules" in run.output, run
+    assert "amr_no_such_syscall" in run.output, run  # auditctl's own message
+    after = snapshot()
+    assert after["rules"] == before["rules"]
+    assert after[RULES] == before[RULES]
+    assert after["rules.d"] == before["rules.d"], "a backup file was left in rules.d"
+    # The host is back to the converged state: a normal run changes only the plugin config
+    # (written before the load was refused) back.
+    run = playbook("converge.yml")
+    assert run.rc == 0, run
+    assert set(run.changed_tasks) <= {"Plugin | Write the plugin config", "Reload auditd"}, run
+
+
+def test_absent_removes_everything_and_keeps_the_host_rules(host):
+    run = playbook("absent.yml")
+    assert run.rc == 0, run
+    record("state absent", run)
+    for path in ROLE_PATHS:
+        assert not os.path.exists(path), path
+    assert plugin_pids() == []
+    keys = loaded_keys()
+    assert not {k for k in keys if k.startswith("amr-") and k != HOST_KEY}, keys
+    assert HOST_KEY in keys
+    assert auditd_pid() > 0
+    again = playbook("absent.yml")
+    assert again.rc == 0 and again.changed == 0, again
+
+
+def log_mark():
+    """Where auditd's log ends now: (inode, size)."""
+    st = os.stat(AUDIT_LOG)
+    return st.st_ino, st.st_size
+
+
+def reloaded_since(mark):
+    """Whether auditd logged a DAEMON_CONFIG record (it does on each SIGHUP) after mark."""
+    with open(AUDIT_LOG, "rb") as log:
+        if os.fstat(log.fileno()).st_ino != mark[0]:
+            pytest.fail(f"{AUDIT_LOG} was rotated during the test; run it again")
+        log.seek(mark[1])
+        return b"type=DAEMON_CONFIG" in log.read()
+
+
+def test_unmanaged_auditd_writes_the_files_and_leaves_auditd_alone(host):
+    """audit_mail_alert_manage_auditd false (containers): files yes; no restart, reload, load."""
+    assert plugin_pids() == [] and not os.path.exists(RULES), "the previous test left the role's work"
+    pid, rules, mark = auditd_pid(), loaded_rules(), log_mark()
+
+    run = playbook("converge.yml", "-e", UNMANAGED)
+    assert run.rc == 0, run
+    assert UNMANAGED_MSG in run.output, run
+    for path, mode in [(PLUGIN, 0o750), (CONFIG, 0o640), (PLUGIN_CONF, 0o640),
+                       (RULES, 0o640), (SPOOL, 0o700)]:
+        st = os.stat(path)
+        assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (mode, 0, 0), path
+    assert "key=amr-exec-w" in Path(RULES).read_text()
+    assert not [f for f in os.listdir("/etc/audit/rules.d") if f.startswith("60-audit-mail-alert.rules.")], \
+        "a backup of the rules file was left in rules.d"
+    assert auditd_pid() == pid, "auditd was restarted"
+    assert loaded_rules() == rules, "the kernel's rules changed"
+    assert plugin_pids() == [], "auditd started the plugin"
+    assert not reloaded_since(mark), "auditd was reloaded (DAEMON_CONFIG record)"
+
+    again = playbook("converge.yml", "-e", UNMANAGED)
+    assert again.rc == 0 and again.changed == 0, f"changed: {again.changed_tasks}\n{again}"
+    before = snapshot()
+    check = playbook("converge.yml", "-e", UNMANAGED, "--check")
+    assert check.rc == 0 and check.changed == 0, f"changed: {check.changed_tasks}\n{check}"
+    assert snapshot() == before
+
+    removed = playbook("absent.yml", "-e", UNMANAGED)
+    assert removed.rc == 0, removed
+    for path in ROLE_PATHS:
+        assert not os.path.exists(path), path
+    assert auditd_pid() == pid, "auditd was restarted"
+    assert loaded_rules() == rules, "the kernel's rules changed"
+    assert not reloaded_since(mark), "auditd was reloaded (DAEMON_CONFIG record)"
+
+    # The managed removal finds nothing left to do.
+    clean = playbook("absent.yml")
+    assert clean.rc == 0 and clean.changed == 0, clean
+    assert auditd_pid() == pid and loaded_rules() == rules
