@@ -1,0 +1,161 @@
+"""Fast check of the SELinux policy module, without SELinux enabled on this host.
+
+The module is built with the policy's development Makefile, then installed with
+`semodule -n` into a copy of the host's installed policy store (selinux-policy-default),
+so that it is linked against the real policy without touching the host's own store.
+The linked policy is then asked (sesearch, seinfo, matchpathcon) what the module grants.
+"""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SOURCES = REPO / "selinux"
+MODULE = "audisp_mailalert"
+MAKEFILE = Path("/usr/share/selinux/devel/Makefile")
+POLICY_NAME = "default"  # Debian's reference policy (selinux-policy-default)
+STORE = Path("/var/lib/selinux") / POLICY_NAME
+POLICY_CONFIG = Path("/etc/selinux") / POLICY_NAME
+TOOLS = ("make", "checkmodule", "semodule_package", "semodule", "sesearch", "seinfo", "matchpathcon")
+
+
+def run(argv, cwd=None):
+    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tools_present():
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    if not MAKEFILE.exists():
+        missing.append(str(MAKEFILE))
+    if not STORE.is_dir():
+        missing.append(str(STORE))
+    if missing:
+        pytest.fail("missing (see .ci/apt-packages): " + ", ".join(missing))
+
+
+def build(workdir: Path, te_text=None) -> subprocess.CompletedProcess:
+    """Build the module in workdir from the repository's sources (or a modified .te)."""
+    workdir.mkdir(parents=True)
+    for suffix in ("te", "fc", "if"):
+        shutil.copy(SOURCES / f"{MODULE}.{suffix}", workdir)
+    if te_text is not None:
+        (workdir / f"{MODULE}.te").write_text(te_text)
+    return run(["make", "-f", str(MAKEFILE), f"{MODULE}.pp"], cwd=workdir)
+
+
+def link(root: Path, package: Path) -> subprocess.CompletedProcess:
+    """Install the package into a copy of the host's policy store under root, no reload."""
+    shutil.copytree(STORE, root / STORE.relative_to("/"), symlinks=True)
+    shutil.copytree(POLICY_CONFIG, root / POLICY_CONFIG.relative_to("/"), symlinks=True)
+    return run(["semodule", "-n", "-p", str(root), "-i", str(package)])
+
+
+@pytest.fixture(scope="session")
+def linked(tmp_path_factory):
+    """The policy root (a temp dir) holding the host's policy with the module linked in."""
+    work = tmp_path_factory.mktemp("selinux")
+    built = build(work / "build")
+    assert built.returncode == 0, built.stdout + built.stderr
+    root = work / "root"
+    linked = link(root, work / "build" / f"{MODULE}.pp")
+    assert linked.returncode == 0, linked.stderr
+    return root
+
+
+@pytest.fixture(scope="session")
+def policy(linked) -> str:
+    binaries = sorted((linked / POLICY_CONFIG.relative_to("/") / "policy").glob("policy.*"))
+    assert binaries, "semodule wrote no policy binary"
+    return str(binaries[-1])
+
+
+def sesearch(policy: str, *args: str) -> list:
+    result = run(["sesearch", *args, policy])
+    assert result.returncode == 0, result.stderr
+    return [line.strip() for line in result.stdout.splitlines() if line.strip()]
+
+
+def test_host_store_untouched(linked):
+    """semodule -p wrote into the copy: the host's store has no such module."""
+    assert not (STORE / "active" / "modules" / "400" / MODULE).exists()
+    assert (linked / STORE.relative_to("/") / "active" / "modules" / "400" / MODULE).is_dir()
+
+
+def test_auditd_runs_the_plugin_in_its_domain(policy):
+    rules = sesearch(policy, "-T", "-s", "auditd_t", "-t", f"{MODULE}_exec_t", "-c", "process")
+    assert rules == [f"type_transition auditd_t {MODULE}_exec_t:process {MODULE}_t;"]
+
+
+@pytest.mark.parametrize("path, expected", [
+    ("/sbin/audisp-mailalert", "audisp_mailalert_exec_t"),
+    ("/usr/sbin/audisp-mailalert", "audisp_mailalert_exec_t"),
+    ("/usr/bin/audisp-mailalert", "audisp_mailalert_exec_t"),
+    ("/etc/audit/audisp-mailalert.conf", "audisp_mailalert_conf_t"),
+    ("/etc/audit/audisp-mailalert.pass", "audisp_mailalert_conf_t"),
+    ("/etc/audit/auditd.conf", "auditd_etc_t"),
+    ("/var/spool/audisp-mailalert", "audisp_mailalert_spool_t"),
+    ("/var/spool/audisp-mailalert/queue/1.eml", "audisp_mailalert_spool_t"),
+])
+def test_file_contexts(linked, path, expected):
+    result = run(["matchpathcon", "-P", str(linked / POLICY_CONFIG.relative_to("/")), path])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[1].split(":")[2] == expected
+
+
+@pytest.mark.parametrize("target, tclass, perm", [
+    ("auditd_t", "unix_stream_socket", "read"),  # stdin from auditd
+    ("audisp_mailalert_conf_t", "file", "read"),
+    ("audisp_mailalert_spool_t", "file", "rename"),
+    ("audisp_mailalert_spool_t", "dir", "add_name"),
+    ("devlog_t", "sock_file", "write"),  # syslog(3)
+    ("smtp_port_t", "tcp_socket", "name_connect"),
+    ("system_mail_t", "process", "transition"),  # sendmail in the MTA's domain
+])
+def test_allowed(policy, target, tclass, perm):
+    assert sesearch(policy, "-A", "-s", f"{MODULE}_t", "-t", target, "-c", tclass, "-p", perm)
+
+
+@pytest.mark.parametrize("target, tclass, perm", [
+    ("shadow_t", "file", "read"),
+    ("auditd_log_t", "file", "read"),
+    ("auditd_etc_t", "file", "write"),
+    ("http_port_t", "tcp_socket", "name_connect"),
+    ("user_home_t", "file", "read"),
+    ("bin_t", "file", "write"),
+    ("var_spool_t", "file", "write"),
+])
+def test_nothing_broader(policy, target, tclass, perm):
+    assert sesearch(policy, "-A", "-s", f"{MODULE}_t", "-t", target, "-c", tclass, "-p", perm) == []
+
+
+def test_neither_permissive_nor_unconfined(policy):
+    permissive = run(["seinfo", "--permissive", "-x", policy])
+    assert permissive.returncode == 0, permissive.stderr
+    assert f"{MODULE}_t" not in permissive.stdout.split()
+    unconfined = run(["seinfo", "-a", "unconfined_domain_type", "-x", policy])
+    assert unconfined.returncode == 0, unconfined.stderr
+    assert f"{MODULE}_t" not in unconfined.stdout.split()
+
+
+def test_unknown_interface_fails_the_build(tmp_path):
+    te = (SOURCES / f"{MODULE}.te").read_text() + "\nlogging_no_such_interface(audisp_mailalert_t)\n"
+    built = build(tmp_path / "build", te)
+    assert built.returncode != 0
+    assert "logging_no_such_interface" in built.stderr
+
+
+def test_unknown_type_fails_the_link(tmp_path):
+    """A required type the policy lacks compiles (it is a require) but cannot link."""
+    te = (SOURCES / f"{MODULE}.te").read_text() + (
+        "\ngen_require(`\n\ttype no_such_type_t;\n')\n"
+        "allow audisp_mailalert_t no_such_type_t:file read;\n"
+    )
+    built = build(tmp_path / "build", te)
+    assert built.returncode == 0, built.stderr
+    linked = link(tmp_path / "root", tmp_path / "build" / f"{MODULE}.pp")
+    assert linked.returncode != 0
+    assert "Failed to resolve" in linked.stderr, linked.stderr
