@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Build (or reuse) a bootable Debian test image for the lab, and print its directory.
+#
+#   tests/lab/build-image.sh DIST        DIST: bookworm | trixie | bullseye
+#
+# The image directory holds disk.raw (ext4, the whole root file system), vmlinuz, initrd.img,
+# rootfs.tar (the same tree, unlabelled, for `docker import`), id_ed25519 (root's ssh key)
+# and selinux (yes|no). bookworm is SELinux enforcing, pre-labelled offline, so the first
+# boot is already enforcing (TESTHOSTS.md section 2).
+#
+# Cache: $LAB_CACHE/DIST-KEY, KEY a hash of this script and the package lists, so a change
+# to either builds a new image. A missing cache always rebuilds; a build that fails leaves
+# nothing behind. VMs run on qcow2 overlays, so the cached disk.raw stays pristine.
+set -euo pipefail
+
+# The whole script is one function, so bash has parsed all of it before it runs:
+# editing this file while an image builds cannot derail the build.
+main() {
+
+dist=${1:?usage: build-image.sh bookworm|trixie|bullseye}
+case "$dist" in
+  bookworm) selinux=yes ;;
+  trixie | bullseye) selinux=no ;;
+  *) echo "build-image.sh: unknown DIST '$dist' (bookworm, trixie or bullseye)" >&2; exit 2 ;;
+esac
+
+here=$(cd "$(dirname "$0")" && pwd)
+cache=${LAB_CACHE:-/var/cache/audit-mail-alert-lab}
+mirror=${LAB_MIRROR:-http://deb.debian.org/debian}
+
+packages=$(grep -hv '^#' "$here/packages.txt" | grep .)
+if [ "$selinux" = yes ]; then
+  packages+=$'\n'$(grep -hv '^#' "$here/packages-selinux.txt" | grep .)
+fi
+key=$( { cat "$0"; echo "$dist $mirror"; echo "$packages"; } | sha256sum | cut -c1-12)
+image="$cache/$dist-$key"
+
+log() { printf '==> lab image %s: %s (%ss)\n' "$dist" "$*" "$SECONDS" >&2; }
+
+mkdir -p "$cache"
+# One builder per image at a time; a second caller waits, then finds the image.
+exec 9>"$cache/.$dist.lock"
+flock 9
+if [ -f "$image/done" ]; then
+  log "cached in $image"
+  echo "$image"
+  return 0
+fi
+
+work=$(mktemp -d "$cache/.build-$dist.XXXXXX")
+cleanup() {
+  # debootstrap or this script may leave /proc, /sys or /dev mounted in the tree after a
+  # failure: unmount them first, and never let rm cross into another file system.
+  findmnt -rn -o TARGET | grep "^$work/" | sort -r | xargs -r umount -l
+  rm -rf --one-file-system "$work"
+}
+trap cleanup EXIT
+
+root="$work/rootfs"
+log "debootstrap from $mirror (about 2 minutes)"
+debootstrap --variant=minbase --include="$(echo "$packages" | paste -sd,)" \
+  "$dist" "$root" "$mirror" >"$work/debootstrap.log" 2>&1 \
+  || { tail -n 30 "$work/debootstrap.log" >&2; exit 1; }
+
+log "configuring the guest (network, ssh key, console)"
+ssh-keygen -q -t ed25519 -N '' -C "audit-mail-alert-lab" -f "$work/id_ed25519"
+echo testvm >"$root/etc/hostname"
+printf '127.0.0.1 localhost\n127.0.1.1 testvm\n' >"$root/etc/hosts"
+echo '/dev/vda / ext4 rw,relatime 0 1' >"$root/etc/fstab"
+install -d -m 700 "$root/root/.ssh"
+install -m 600 "$work/id_ed25519.pub" "$root/root/.ssh/authorized_keys"
+printf '[Match]\nName=en* eth*\n[Network]\nDHCP=ipv4\n' >"$root/etc/systemd/network/20-dhcp.network"
+echo 'nameserver 10.0.2.3' >"$root/etc/resolv.conf"
+chroot "$root" systemctl enable systemd-networkd >/dev/null 2>&1
+# postfix delivers locally only: mail for root@testvm lands in /var/mail/root.
+echo testvm >"$root/etc/mailname"
+[ -f "$root/etc/postfix/main.cf" ] || cp "$root/usr/share/postfix/main.cf.debian" "$root/etc/postfix/main.cf"
+chroot "$root" postconf -e myhostname=testvm myorigin=/etc/mailname \
+  'mydestination=testvm, localhost' inet_interfaces=loopback-only relayhost=
+# Passwordless root on the serial console only (ssh still needs the key): for debugging.
+chroot "$root" passwd -d root >/dev/null
+# Faster boots: nothing in the lab needs these timers.
+chroot "$root" systemctl mask apt-daily.timer apt-daily-upgrade.timer man-db.timer >/dev/null 2>&1 || true
+# Small, reproducible apt downloads inside the guest.
+printf 'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\n' \
+  >"$root/etc/apt/apt.conf.d/90lab-no-recommends"
+rm -f "$root"/var/cache/apt/archives/*.deb
+cp "$root"/boot/vmlinuz-* "$work/vmlinuz"
+cp "$root"/boot/initrd.img-* "$work/initrd.img"
+
+log "rootfs.tar for containers"
+tar -C "$root" -cf "$work/rootfs.tar" .
+
+if [ "$selinux" = yes ]; then
+  log "SELinux: enforcing, labelling the tree offline"
+  sed -i 's/^SELINUX=.*/SELINUX=enforcing/' "$root/etc/selinux/config"   # edits before labelling
+  mount -t proc proc "$root/proc"        # setfiles needs /proc
+  chroot "$root" setfiles -F -e /proc -e /sys -e /dev \
+    /etc/selinux/default/contexts/files/file_contexts /
+  umount "$root/proc"
+  for d in /sys /dev /dev/pts; do
+    python3 -c 'import os, sys
+os.setxattr(sys.argv[1], "security.selinux", sys.argv[2].encode() + b"\0", follow_symlinks=False)' \
+      "$root$d" "$(chroot "$root" matchpathcon -n "$d")"
+  done
+fi
+
+log "ext4 disk image"
+truncate -s 6G "$work/disk.raw"
+mkfs.ext4 -q -F -d "$root" "$work/disk.raw"     # mke2fs >= 1.47 copies the SELinux xattrs
+echo "$selinux" >"$work/selinux"
+rm -rf --one-file-system "$root" "$work/debootstrap.log"
+touch "$work/done"
+
+rm -rf "$image"
+mv "$work" "$image"
+trap - EXIT
+log "built $image"
+echo "$image"
+}
+
+main "$@"
