@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 from conftest import parse_mbox, run_plugin, write_config
@@ -15,6 +16,18 @@ from polling import wait_for
 
 def auditctl(*args):
     return subprocess.run(["auditctl", *args], capture_output=True, check=False)
+
+
+def host_audit_report() -> str:
+    """What a failure needs to say which hop broke: kernel status, loaded rules, log tail."""
+    status = auditctl("-s").stdout.decode(errors="replace")
+    rules = auditctl("-l").stdout.decode(errors="replace")
+    try:
+        tail = b"\n".join(Path("/var/log/audit/audit.log").read_bytes().splitlines()[-5:])
+    except OSError as error:
+        tail = str(error).encode()
+    return (f"auditctl -s:\n{status}auditctl -l:\n{rules}"
+            f"audit.log tail:\n{tail.decode(errors='replace')}")
 
 
 @pytest.mark.usefixtures("host_auditd")
@@ -34,12 +47,22 @@ def test_real_event_with_hostile_name_raises_one_clean_alert(tmp_path):
     finally:
         auditctl("-W", str(watched), "-p", "wa", "-k", key)
 
-    def logged():
-        found = subprocess.run(["ausearch", "--raw", "-k", key], capture_output=True,
-                               check=False).stdout
-        return found if b"type=SYSCALL" in found else None
+    # The rule's own CONFIG_CHANGE events carry the key too (with auditctl's SYSCALL record,
+    # key=(null)); wait for the file creation's SYSCALL record, which names the key.
+    creation = re.compile(rb"^type=SYSCALL .* key=\"" + re.escape(key.encode()) + rb"\"",
+                          re.MULTILINE)
 
-    log = wait_for(logged, timeout=20, interval=0.2)
+    def logged():
+        # --input-logs: read auditd's log even when stdin happens to be a pipe.
+        found = subprocess.run(["ausearch", "--input-logs", "--raw", "-k", key],
+                               stdin=subprocess.DEVNULL, capture_output=True,
+                               check=False).stdout
+        return found if creation.search(found) else None
+
+    try:
+        log = wait_for(logged, timeout=20, interval=0.2, what="the file creation in the log")
+    except AssertionError as error:
+        raise AssertionError(f"{error}\n{host_audit_report()}") from None
     config = write_config(tmp_path, f"[rule live]\nkeys = {key}\n")
     result = run_plugin(["--config", config, "--print"], log)
     assert result.returncode == 0, result.stderr.decode()
