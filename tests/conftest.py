@@ -22,13 +22,25 @@ def _auditd_pid() -> int:
     return int(found.group(1)) if found else 0
 
 
+def _is_live_auditd(pid: int) -> bool:
+    """Whether pid is a running (not zombie) auditd. The kernel keeps reporting the pid of
+    an auditd that was killed until its next message to it fails, so pid alone can lie."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            name, state = re.match(r"\d+ \((.*)\) (\S)", stat.read()).groups()
+    except (OSError, AttributeError):
+        return False
+    return name == "auditd" and state not in "ZX"
+
+
 def _ensure_auditd_running() -> None:
-    """A fresh machine has auditd installed but not started (no systemd to start it)."""
-    if _auditd_pid():
+    """A fresh machine has auditd installed but not started (no systemd to start it); a
+    machine whose auditd was killed still has the dead pid registered in the kernel."""
+    if _is_live_auditd(_auditd_pid()):
         return
     subprocess.run(["service", "auditd", "start"], check=True, capture_output=True)
     deadline = time.monotonic() + AUDITD_START_TIMEOUT
-    while not _auditd_pid():
+    while not _is_live_auditd(_auditd_pid()):
         if time.monotonic() > deadline:
             pytest.fail(f"auditd did not register with the kernel within {AUDITD_START_TIMEOUT} s")
         time.sleep(0.1)
