@@ -7,7 +7,7 @@ LAB := $(CURDIR)/tests/lab
 # a missing or stale cache (the key hashes the builder and package lists) rebuilds.
 export LAB_CACHE ?= /var/cache/audit-mail-alert-lab
 # The images the default scenario's platforms boot (molecule/default/molecule.yml).
-LAB_DISTS ?= bookworm trixie
+LAB_DISTS ?= bookworm trixie bullseye
 # Bound each scenario, so that a hung VM cannot eat the CI budget (times: docs/lab.md).
 LAB_TIMEOUT ?= 45m
 # Molecule prints a line per task but no times: stamp each line with the wall clock.
@@ -18,14 +18,19 @@ export NO_COLOR := 1
 
 test-lab: test-lab-docker test-lab-default
 
-# The long step (debootstrap) prints its own progress.
+# The long step (debootstrap) prints its own progress, each line naming its image. The
+# builds run side by side (they wait on the network more than on the cores); any failure
+# fails the target after all have ended.
 lab-images:
-	@for dist in $(LAB_DISTS); do bash $(LAB)/build-image.sh $$dist >/dev/null; done
+	@pids=(); for dist in $(LAB_DISTS); do \
+	  bash $(LAB)/build-image.sh $$dist >/dev/null & pids+=($$!); \
+	done; \
+	failed=0; for pid in "$${pids[@]}"; do wait $$pid || failed=1; done; exit $$failed
 
 # molecule test destroys the VMs after a failed step (--destroy=always); the explicit
 # destroy covers a run cut by the timeout.
 test-lab-default: collection-tree lab-images
-	@echo "==> molecule default: Debian 12 (SELinux enforcing) and Debian 13 VMs"
+	@echo "==> molecule default: Debian 12 (SELinux enforcing), 13 and 11 VMs"
 	@started=$$SECONDS; \
 	timeout $(LAB_TIMEOUT) molecule test -s default 2>&1 | $(LAB_STAMP) \
 	  || { molecule destroy -s default >/dev/null 2>&1; exit 1; }; \
