@@ -99,6 +99,8 @@ class Config:
         self.smtp_host = ""
         self.smtp_port = 0
         self.smtp_tls = "starttls"
+        # smtp_ca_file's bundle, loaded at start and at every SIGHUP; None: the system store.
+        self.smtp_context = None  # type: Optional[ssl.SSLContext]
         self.smtp_user = ""
         self.smtp_password = ""
         self.timeout = 30
@@ -112,7 +114,7 @@ class Config:
 
 ALLOWED = {
     "mail": {"to", "from", "transport", "sendmail", "smtp_host", "smtp_port", "smtp_tls",
-             "smtp_user", "smtp_password_file", "timeout"},
+             "smtp_ca_file", "smtp_user", "smtp_password_file", "timeout"},
     "limits": {"max_mails", "window"},
     "spool": {"dir", "retry_min", "retry_max"},
     "rule": {"keys", "to", "max_mails", "window"},
@@ -175,6 +177,19 @@ def _read_password(path: str, section: str, key: str, value: str) -> str:
     return secret
 
 
+def _tls_context(path: str, section: str, key: str, value: str) -> ssl.SSLContext:
+    """A client TLS context that trusts exactly the CA bundle named by the key (PEM), with
+    certificate and host name verification as ssl.create_default_context sets them."""
+    filename = _abspath(path, section, key, value)
+    try:
+        context = ssl.create_default_context(cafile=filename)
+    except (OSError, ssl.SSLError) as err:
+        raise ConfigError(f"{_where(path, section, key)}: cannot load the CA bundle {filename}: {err}")
+    if not context.cert_store_stats()["x509"]:
+        raise ConfigError(f"{_where(path, section, key)}: {filename} holds no certificate")
+    return context
+
+
 def load_config(path: str, arg_keys: List[str], must_exist: bool) -> Config:
     """Read and validate the INI file; every problem is a ConfigError naming file/section/key."""
     config = Config()
@@ -217,6 +232,8 @@ def load_config(path: str, arg_keys: List[str], must_exist: bool) -> Config:
         if config.smtp_tls not in ("starttls", "tls", "none"):
             raise ConfigError("{}: must be starttls, tls or none, not {!r}".format(
                 _where(path, "mail", "smtp_tls"), config.smtp_tls))
+    if "smtp_ca_file" in mail:
+        config.smtp_context = _tls_context(path, "mail", "smtp_ca_file", mail["smtp_ca_file"])
     config.smtp_host = mail.get("smtp_host", "").strip()
     config.smtp_port = 465 if config.smtp_tls == "tls" else 25
     if "smtp_port" in mail:
@@ -733,17 +750,25 @@ def _kill_group(process: subprocess.Popen) -> None:
 
 
 def send_smtp(config: Config, data: bytes) -> None:
-    """Hand the message to an SMTP server: STARTTLS, implicit TLS or plain, optional login."""
+    """Hand the message to an SMTP server: STARTTLS, implicit TLS or plain, optional login.
+    The server's certificate and host name are verified against smtp_ca_file or the system
+    store. With starttls nothing but EHLO and STARTTLS is sent before TLS is up: a server
+    that does not offer it (or refuses it) fails the delivery, there is no plaintext fallback."""
     sender, recipients = envelope(data)
+    where = f"{config.smtp_host}:{config.smtp_port}"
     try:
         if config.smtp_tls == "tls":
             server = smtplib.SMTP_SSL(config.smtp_host, config.smtp_port, timeout=config.timeout,
-                                      context=ssl.create_default_context())
+                                      context=config.smtp_context or ssl.create_default_context())
         else:
             server = smtplib.SMTP(config.smtp_host, config.smtp_port, timeout=config.timeout)
         try:
             if config.smtp_tls == "starttls":
-                server.starttls(context=ssl.create_default_context())
+                try:
+                    server.starttls(context=config.smtp_context or ssl.create_default_context())
+                except smtplib.SMTPNotSupportedError:
+                    raise DeliveryError(f"SMTP {where}: the server does not offer STARTTLS; "
+                                        "nothing is sent without TLS (smtp_tls = starttls)")
             if config.smtp_user:
                 server.login(config.smtp_user, config.smtp_password)
             refused = server.sendmail(sender, recipients, data)
@@ -753,9 +778,9 @@ def send_smtp(config: Config, data: bytes) -> None:
             except (smtplib.SMTPException, OSError):
                 server.close()
     except (smtplib.SMTPException, OSError, ssl.SSLError) as err:
-        raise DeliveryError(f"SMTP {config.smtp_host}:{config.smtp_port}: {err}")
+        raise DeliveryError(f"SMTP {where}: {err}")
     if refused:
-        raise DeliveryError("SMTP {}: refused {}".format(config.smtp_host, ", ".join(refused)))
+        raise DeliveryError("SMTP {}: refused {}".format(where, ", ".join(refused)))
 
 
 class Status:

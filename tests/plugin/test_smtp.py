@@ -1,74 +1,21 @@
-"""The smtp transport against a small in-test SMTP server (plain, with AUTH PLAIN): envelope,
-login with the password from its private file, and the message bytes as spooled. TLS is
-the stdlib's own (ssl.create_default_context) and is not re-tested here."""
+"""The smtp transport against the in-test SMTP server (fakes/smtp_server.py) in the clear,
+with AUTH PLAIN: envelope, login with the password from its private file, and the message
+bytes as spooled. TLS (STARTTLS, implicit TLS, certificate checks): test_smtp_tls.py."""
 
-import base64
 import email
 import email.policy
 import os
-import socketserver
-import threading
 
 import pytest
 from conftest import events_with_key, log_bytes, run_plugin, write_config
-
-
-class Session(socketserver.StreamRequestHandler):
-    """Just enough SMTP for smtplib: EHLO (advertising AUTH PLAIN), AUTH, MAIL, RCPT, DATA."""
-
-    def reply(self, line):
-        self.wfile.write(line.encode() + b"\r\n")
-
-    def handle(self):
-        server = self.server
-        envelope = {"from": None, "to": [], "auth": None}
-        self.reply("220 test ESMTP")
-        while True:
-            line = self.rfile.readline()
-            if not line:
-                return
-            command = line.decode().strip()
-            verb = command.split(" ", 1)[0].upper()
-            if verb == "EHLO":
-                self.reply("250-test")
-                self.reply("250 AUTH PLAIN")
-            elif verb == "AUTH":
-                user, password = base64.b64decode(command.split()[2]).split(b"\0")[1:]
-                envelope["auth"] = (user.decode(), password.decode())
-                self.reply("235 ok")
-            elif verb == "MAIL":
-                envelope["from"] = command.split(":", 1)[1].strip().strip("<>").split(">")[0]
-                self.reply("250 ok")
-            elif verb == "RCPT":
-                envelope["to"].append(command.split(":", 1)[1].strip().strip("<>"))
-                self.reply("250 ok")
-            elif verb == "DATA":
-                self.reply("354 go on")
-                lines = []
-                for raw in iter(self.rfile.readline, b""):
-                    if raw == b".\r\n":
-                        break
-                    lines.append(raw[1:] if raw.startswith(b"..") else raw)
-                server.received.append(dict(envelope, data=b"".join(lines)))
-                envelope = {"from": None, "to": [], "auth": envelope["auth"]}
-                self.reply("250 queued")
-            elif verb == "QUIT":
-                self.reply("221 bye")
-                return
-            else:
-                self.reply("250 ok")
+from fakes.smtp_server import FakeSMTPServer
 
 
 @pytest.fixture
 def smtp_server():
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Session)
-    server.daemon_threads = True
-    server.received = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server = FakeSMTPServer()
     yield server
-    server.shutdown()
-    server.server_close()
+    server.stop()
 
 
 def test_alerts_are_sent_over_smtp_with_login(tmp_path, smtp_server):
