@@ -217,7 +217,7 @@ BROKEN = {
     "plugin_alert": "plugin raised no alert for the event",
     "rate_limit": "plugin rate limit held the alert back",
     "plugin_delivery": "mail not handed to the MTA",
-    "mta_queue": "mail still in the MTA queue",
+    "mta_queue": "mail still in the MTA queue, or the MTA down",
     "mailbox": "mailbox not written",
 }
 MAILBOX_POLL = 0.1  # seconds between two looks at the mailbox (a stat; parsed on change)
@@ -481,13 +481,18 @@ class Verification:
 
     # -- diagnosis when no alert came ----------------------------------------------------
 
-    def mail_queue(self) -> list[str] | None:
-        """Queue ids the MTA lists (mailq), or None when there is no mailq to ask."""
+    def mail_queue(self) -> dict | None:
+        """The MTA's queue (mailq): {"ids": queue ids, "error": why mailq failed or None};
+        None when there is no mailq to ask. A failing mailq still lists what it read: postfix's
+        exits 69 with "Mail system is down" and shows the queue when its daemon is not running."""
         mailq = self.module.get_bin_path("mailq")
         if not mailq:
             return None
-        rc, out, _err = self.module.run_command([mailq], environ_update=C_LOCALE)
-        return mail_store.parse_mail_queue(out) if rc == 0 else None
+        rc, out, err = self.module.run_command([mailq], environ_update=C_LOCALE)
+        error = None
+        if rc != 0:
+            error = f"mailq exited {rc}: {' '.join(err.split())[:300] or 'no message'}"
+        return {"ids": mail_store.parse_mail_queue(out), "error": error}
 
     def snapshot(self) -> dict:
         """What the plugin, the MTA and the mailbox hold before the command runs."""
@@ -514,7 +519,8 @@ class Verification:
         queued = [alert for alert in alert_plugin.queued_alerts(self.spool_dir)
                   if alert_matches(alert, event_ids, token)]
         mail_queue = self.mail_queue()
-        new_in_mta = sorted(set(mail_queue or []) - set(before["mail_queue"] or []))
+        new_in_mta = sorted(set((mail_queue or {}).get("ids", []))
+                            - set((before["mail_queue"] or {}).get("ids", [])))
         last_delivery = (status or {}).get("last_delivery")
         delivered_since = isinstance(last_delivery, (int, float)) and last_delivery >= started
         unmarked = [message for message in mail_store.alert_messages(self.mailbox, self.key)
@@ -552,9 +558,11 @@ class Verification:
 
         if mail_queue is None:
             hops.append(hop("mta_queue", True, "no mailq on this host to ask"))
-        elif new_in_mta:
-            hops.append(hop("mta_queue", False, "mailq lists mail queued since the command ran: "
-                            + ", ".join(new_in_mta)))
+        elif mail_queue["error"] or new_in_mta:
+            found = [f"{mail_queue['error']} (is the MTA running?)"] if mail_queue["error"] else []
+            if new_in_mta:
+                found.append("mailq lists mail queued since the command ran: " + ", ".join(new_in_mta))
+            hops.append(hop("mta_queue", False, "; ".join(found)))
         else:
             hops.append(hop("mta_queue", True, "mailq lists no mail queued since the command ran"))
 

@@ -47,7 +47,8 @@ class FakeHost:
         self.log_events = True  # auditd writes the command's event to its log
         self.deliver = True  # the plugin and the MTA put the alert in the mailbox
         self.mail_token = None  # None: the token of the verify request; "": no header
-        self.mail_queue = ["Mail queue is empty\n"]  # successive mailq answers
+        # successive mailq answers: the output, or (rc, stdout, stderr)
+        self.mail_queue = ["Mail queue is empty\n"]
         self.on_command = []  # more effects of the watched command: f(host)
         self.calls: list[list[str]] = []
         self.event_id = None
@@ -72,7 +73,7 @@ class FakeHost:
                        f'pid=4711 auid=0 uid=0 exe="{self.watched}" key="{KEY}"\n'), ""
         if program == "mailq":
             answer = self.mail_queue.pop(0) if len(self.mail_queue) > 1 else self.mail_queue[0]
-            return 0, answer, ""
+            return answer if isinstance(answer, tuple) else (0, answer, "")
         return self.run_watched(args)
 
     def run_watched(self, args):
