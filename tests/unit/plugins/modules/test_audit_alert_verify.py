@@ -247,10 +247,11 @@ def test_mail_still_in_the_mta_queue(host, run_module):
 def test_mta_down_is_named_with_what_mailq_said(host, run_module):
     # postfix's mailq when its daemon is not running: exit 69, the queue read directly.
     host.deliver = False
-    down = (69, "-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------\n"
-                "7AC9129F3      1852 Thu Nov 26 13:50:43  root@testvm\n",
-            "postqueue: warning: Mail system is down -- accessing queue directly\n"
-            "postqueue: fatal: malformed showq server response\n")
+    listing = ("-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------\n"
+               "7AC9129F3      1852 Thu Nov 26 13:50:43  root@testvm\n")
+    complaint = ("postqueue: warning: Mail system is down -- accessing queue directly\n"
+                 "postqueue: fatal: malformed showq server response\n")
+    down = (69, listing, complaint)
     host.mail_queue = [down]
     host.on_command.append(lambda fake: fake.write_status(last_delivery=time.time()))
     outcome = verify(run_module, host.args(timeout=1))
