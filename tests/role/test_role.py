@@ -20,7 +20,8 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-BUILD = REPO / "build"
+# The collection tree `make collection-tree` built (the Makefile exports its parent).
+BUILD = Path(os.environ.get("ANSIBLE_COLLECTIONS_PATH", REPO / "build"))
 LOCK = "/run/lock/audit-mail-alert-host.lock"
 MAILBOX = "/var/mail/root"
 TIMINGS = BUILD / "role-timings.txt"
