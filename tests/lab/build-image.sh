@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build (or reuse) a bootable Debian test image for the lab, and print its directory.
 #
-#   tests/lab/build-image.sh DIST        DIST: bookworm | trixie | bullseye
+#   tests/lab/build-image.sh DIST        DIST: bookworm | trixie | bullseye | jammy | noble
 #
 # The image directory holds disk.raw (ext4, the whole root file system), vmlinuz, initrd.img,
 # rootfs.tar (the same tree, unlabelled, for `docker import`), id_ed25519 (root's ssh key)
@@ -17,18 +17,31 @@ set -euo pipefail
 # editing this file while an image builds cannot derail the build.
 main() {
 
-dist=${1:?usage: build-image.sh bookworm|trixie|bullseye}
+dist=${1:?usage: build-image.sh bookworm|trixie|bullseye|jammy|noble}
 case "$dist" in
-  bookworm) selinux=yes ;;
-  trixie | bullseye) selinux=no ;;
-  *) echo "build-image.sh: unknown DIST '$dist' (bookworm, trixie or bullseye)" >&2; exit 2 ;;
+  bookworm) family=debian selinux=yes ;;
+  trixie | bullseye) family=debian selinux=no ;;
+  jammy | noble) family=ubuntu selinux=no ;;
+  *) echo "build-image.sh: unknown DIST '$dist' (bookworm, trixie, bullseye, jammy or noble)" >&2; exit 2 ;;
 esac
 
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${LAB_CACHE:-/var/cache/audit-mail-alert-lab}
-mirror=${LAB_MIRROR:-http://deb.debian.org/debian}
+# Ubuntu as its servers come: universe enabled (python3-audit lives there), the archive's
+# keyring, the virtual kernel. debootstrap's script for every Ubuntu release is gutsy's.
+if [ "$family" = ubuntu ]; then
+  mirror=${LAB_UBUNTU_MIRROR:-http://archive.ubuntu.com/ubuntu}
+  kernel=(linux-image-virtual ubuntu-keyring)
+  components=main,universe
+  script=/usr/share/debootstrap/scripts/gutsy
+else
+  mirror=${LAB_MIRROR:-http://deb.debian.org/debian}
+  kernel=(linux-image-amd64)
+  components=main
+  script=
+fi
 
-packages=$(grep -hv '^#' "$here/packages.txt" | grep .)
+packages=$(grep -hv '^#' "$here/packages.txt" | grep .)$'\n'$(printf '%s\n' "${kernel[@]}")
 if [ "$selinux" = yes ]; then
   packages+=$'\n'$(grep -hv '^#' "$here/packages-selinux.txt" | grep .)
 fi
@@ -57,12 +70,24 @@ cleanup() {
 trap cleanup EXIT
 
 root="$work/rootfs"
+keyring=()
+if [ "$family" = ubuntu ]; then
+  ubuntu_keyring "$work/ubuntu-archive.gpg"
+  keyring=(--keyring="$work/ubuntu-archive.gpg")
+fi
 log "debootstrap from $mirror (about 2 minutes)"
-debootstrap --variant=minbase --include="$(echo "$packages" | paste -sd,)" \
-  "$dist" "$root" "$mirror" >"$work/debootstrap.log" 2>&1 \
+# shellcheck disable=SC2086  # $script is empty (debootstrap's own) or one path
+debootstrap --variant=minbase --components="$components" "${keyring[@]}" \
+  --include="$(echo "$packages" | paste -sd,)" \
+  "$dist" "$root" "$mirror" $script >"$work/debootstrap.log" 2>&1 \
   || { tail -n 30 "$work/debootstrap.log" >&2; exit 1; }
 
 log "configuring the guest (network, ssh key, console)"
+if [ "$family" = ubuntu ]; then
+  # As on an installed Ubuntu: updates and security fixes next to the release.
+  printf 'deb %s %s main universe\n' "$mirror" "$dist" "$mirror" "$dist-updates" \
+    "$mirror" "$dist-security" >"$root/etc/apt/sources.list"
+fi
 ssh-keygen -q -t ed25519 -N '' -C "audit-mail-alert-lab" -f "$work/id_ed25519"
 echo testvm >"$root/etc/hostname"
 printf '127.0.0.1 localhost\n127.0.1.1 testvm\n' >"$root/etc/hosts"
@@ -77,6 +102,11 @@ echo testvm >"$root/etc/mailname"
 [ -f "$root/etc/postfix/main.cf" ] || cp "$root/usr/share/postfix/main.cf.debian" "$root/etc/postfix/main.cf"
 chroot "$root" postconf -e myhostname=testvm myorigin=/etc/mailname \
   'mydestination=testvm, localhost' inet_interfaces=loopback-only relayhost=
+# Under software emulation postfix's instance setup (its unit's ExecStartPre) can outlast
+# systemd's 90 s start timeout; postfix then stays down (seen on Ubuntu 22.04).
+install -d "$root/etc/systemd/system/postfix@.service.d"
+printf '[Service]\nTimeoutStartSec=15min\n' \
+  >"$root/etc/systemd/system/postfix@.service.d/lab-slow-emulation.conf"
 # Passwordless root on the serial console only (ssh still needs the key): for debugging.
 chroot "$root" passwd -d root >/dev/null
 # Faster boots: nothing in the lab needs these timers.
@@ -117,6 +147,23 @@ mv "$work" "$image"
 trap - EXIT
 log "built $image"
 echo "$image"
+}
+
+# The Ubuntu archive's signing key, fetched from the archive and trusted only if its
+# fingerprint is the one Ubuntu publishes (Debian 12 has no ubuntu-keyring package).
+ubuntu_keyring() {
+  local out=$1 home
+  local fingerprint=F6ECB3762474EDA9D21B7022871920D1991BC93C   # Archive Automatic Signing Key (2018)
+  home=$(mktemp -d)
+  curl -fsS --retry 3 -o "$home/archive.gpg" "$mirror/project/ubuntu-archive-keyring.gpg"
+  gpg --homedir "$home" --quiet --import "$home/archive.gpg" 2>/dev/null
+  if ! gpg --homedir "$home" --with-colons --fingerprint "$fingerprint" 2>/dev/null | grep -q "^fpr:*$fingerprint:"; then
+    echo "build-image.sh: $mirror/project/ubuntu-archive-keyring.gpg lacks key $fingerprint" >&2
+    rm -rf "$home"
+    return 1
+  fi
+  gpg --homedir "$home" --export "$fingerprint" >"$out"
+  rm -rf "$home"
 }
 
 main "$@"
