@@ -2,12 +2,12 @@
 
 import fcntl
 import os
-import re
 import shutil
 import subprocess
-import time
 
 import pytest
+from host_auditd import auditd_running
+from polling import wait_for
 
 # The host has one auditd and one kernel audit rule list: tests that touch them take this
 # lock, so that two suites (or two developers' runs) never reconfigure auditd at once.
@@ -15,35 +15,13 @@ HOST_AUDITD_LOCK = "/run/lock/audit-mail-alert-host.lock"
 AUDITD_START_TIMEOUT = 20  # seconds
 
 
-def _auditd_pid() -> int:
-    """The pid the kernel reports for its audit daemon (0: none), from `auditctl -s`."""
-    status = subprocess.run(["auditctl", "-s"], capture_output=True, text=True, check=True).stdout
-    found = re.search(r"^pid (\d+)$", status, re.MULTILINE)
-    return int(found.group(1)) if found else 0
-
-
-def _is_live_auditd(pid: int) -> bool:
-    """Whether pid is a running (not zombie) auditd. The kernel keeps reporting the pid of
-    an auditd that was killed until its next message to it fails, so pid alone can lie."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            name, state = re.match(r"\d+ \((.*)\) (\S)", stat.read()).groups()
-    except (OSError, AttributeError):
-        return False
-    return name == "auditd" and state not in "ZX"
-
-
 def _ensure_auditd_running() -> None:
     """A fresh machine has auditd installed but not started (no systemd to start it); a
     machine whose auditd was killed still has the dead pid registered in the kernel."""
-    if _is_live_auditd(_auditd_pid()):
+    if auditd_running():
         return
     subprocess.run(["service", "auditd", "start"], check=True, capture_output=True)
-    deadline = time.monotonic() + AUDITD_START_TIMEOUT
-    while not _is_live_auditd(_auditd_pid()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"auditd did not register with the kernel within {AUDITD_START_TIMEOUT} s")
-        time.sleep(0.1)
+    wait_for(auditd_running, AUDITD_START_TIMEOUT, "auditd to register with the kernel", 0.1)
 
 
 @pytest.fixture

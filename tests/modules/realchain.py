@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import polling
+from host_auditd import auditd_running
 
 
 def wait_for(predicate, timeout=20.0, what="condition"):
@@ -53,13 +54,6 @@ def processes_running(program: str) -> list[int]:
     return pids
 
 
-def auditd_pid() -> int:
-    for line in run("auditctl", "-s").stdout.splitlines():
-        if line.startswith("pid "):
-            return int(line.split()[1])
-    return 0
-
-
 class Chain:
     """The parts of one test's chain, and the knobs that break them."""
 
@@ -97,7 +91,7 @@ class Chain:
         """Restart auditd (it starts plugins.d programs only at start) and wait until the
         kernel talks to it. Its start reloads audit.rules, which drops our rule."""
         run("service", "auditd", "restart")
-        wait_for(lambda: auditd_pid() and os.path.exists(f"/proc/{auditd_pid()}"),
+        wait_for(auditd_running,
                  what="auditd to register with the kernel")
 
     def plugin_pids(self):

@@ -3,7 +3,8 @@ kernel, auditd and the plugin really hold."""
 
 from __future__ import annotations
 
-from realchain import PLUGINS_D, auditd_pid, run, wait_for
+from host_auditd import auditd_pid
+from realchain import PLUGINS_D, run, wait_for
 
 
 def test_info_reports_the_running_chain(chain):

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from host_auditd import auditd_pid
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -110,11 +111,6 @@ def plugin_pids():
             if PLUGIN.encode() in argv[:2]:
                 pids.append(int(entry.name))
     return pids
-
-
-def auditd_pid():
-    status = subprocess.run(["auditctl", "-s"], stdout=subprocess.PIPE, text=True, check=True).stdout
-    return int(re.search(r"^pid (\d+)$", status, re.MULTILINE).group(1))
 
 
 def snapshot():
