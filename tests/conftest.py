@@ -6,8 +6,6 @@ import shutil
 import subprocess
 
 import pytest
-from host_auditd import auditd_running
-from polling import wait_for
 
 # The host has one auditd and one kernel audit rule list: tests that touch them take this
 # lock, so that two suites (or two developers' runs) never reconfigure auditd at once.
@@ -18,6 +16,11 @@ AUDITD_START_TIMEOUT = 20  # seconds
 def _ensure_auditd_running() -> None:
     """A fresh machine has auditd installed but not started (no systemd to start it); a
     machine whose auditd was killed still has the dead pid registered in the kernel."""
+    # Imported here, not at the top: ansible-test units loads this conftest too, from a
+    # copy of the collection where tests/ is not on sys.path.
+    from host_auditd import auditd_running
+    from polling import wait_for
+
     if auditd_running():
         return
     subprocess.run(["service", "auditd", "start"], check=True, capture_output=True)
