@@ -135,10 +135,16 @@ def _int(path: str, section: str, key: str, value: str, low: int, high: int) -> 
     return number
 
 
+def _comma_list(path: str, section: str, key: str, value: str, what: str) -> List[str]:
+    """The non-empty items of a comma-separated value; none at all is an error naming what."""
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    if not items:
+        raise ConfigError(f"{_where(path, section, key)}: no {what} given")
+    return items
+
+
 def _addresses(path: str, section: str, key: str, value: str) -> List[str]:
-    addresses = [a.strip() for a in value.split(",") if a.strip()]
-    if not addresses:
-        raise ConfigError(f"{_where(path, section, key)}: no address given")
+    addresses = _comma_list(path, section, key, value, "address")
     for address in addresses:
         if address.startswith("-") or not ADDRESS_RE.match(address):
             raise ConfigError(f"{_where(path, section, key)}: not a plain mail address (user or user@domain): {address!r}")
@@ -153,9 +159,7 @@ def _abspath(path: str, section: str, key: str, value: str) -> str:
 
 
 def _keys(path: str, section: str, key: str, value: str) -> List[str]:
-    keys = [k.strip() for k in value.split(",") if k.strip()]
-    if not keys:
-        raise ConfigError(f"{_where(path, section, key)}: no audit key given")
+    keys = _comma_list(path, section, key, value, "audit key")
     for audit_key in keys:
         if not KEY_RE.match(audit_key):
             raise ConfigError(f"{_where(path, section, key)}: an audit key is 1-255 printable characters without spaces: "
