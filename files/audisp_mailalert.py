@@ -709,6 +709,13 @@ def envelope(data: bytes) -> Tuple[str, List[str]]:
     return sender, recipients
 
 
+def crlf(data: bytes) -> bytes:
+    """The message with the CRLF line endings SMTP requires (RFC 5321 2.3.8): the spool holds
+    LF, as sendmail wants it, and smtplib sends bytes unchanged. An existing CRLF stays one,
+    a lone CR becomes one, as smtplib itself does for a str message."""
+    return re.sub(rb"\r\n|\r|\n", b"\r\n", data)
+
+
 def send_sendmail(config: Config, data: bytes) -> None:
     """Pipe the message to sendmail: argument list, no shell, explicit recipients, -oi."""
     sender, recipients = envelope(data)
@@ -775,7 +782,7 @@ def send_smtp(config: Config, data: bytes) -> None:
                                         "nothing is sent without TLS (smtp_tls = starttls)")
             if config.smtp_user:
                 server.login(config.smtp_user, config.smtp_password)
-            refused = server.sendmail(sender, recipients, data)
+            refused = server.sendmail(sender, recipients, crlf(data))
         finally:
             try:
                 server.quit()
