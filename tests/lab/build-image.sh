@@ -149,16 +149,20 @@ log "built $image"
 echo "$image"
 }
 
-# The Ubuntu archive's signing key, fetched from the archive and trusted only if its
-# fingerprint is the one Ubuntu publishes (Debian 12 has no ubuntu-keyring package).
+# The Ubuntu archive's signing key, taken from the archive's ubuntu-keyring package and
+# trusted only if it holds the fingerprint Ubuntu publishes (Debian 12 has no ubuntu-keyring
+# package; the archive's project/ubuntu-archive-keyring.gpg now answers 404 here).
 ubuntu_keyring() {
-  local out=$1 home
+  local out=$1 home deb
   local fingerprint=F6ECB3762474EDA9D21B7022871920D1991BC93C   # Archive Automatic Signing Key (2018)
   home=$(mktemp -d)
-  curl -fsS --retry 3 -o "$home/archive.gpg" "$mirror/project/ubuntu-archive-keyring.gpg"
-  gpg --homedir "$home" --quiet --import "$home/archive.gpg" 2>/dev/null
+  deb=$(curl -fsS --retry 3 "$mirror/dists/$dist/main/binary-amd64/Packages.gz" | gzip -dc \
+    | awk '/^Package: ubuntu-keyring$/ { found = 1 } found && /^Filename: / && !deb { deb = $2; print deb }')
+  curl -fsS --retry 3 -o "$home/ubuntu-keyring.deb" "$mirror/$deb"
+  dpkg-deb -x "$home/ubuntu-keyring.deb" "$home/tree"
+  gpg --homedir "$home" --quiet --import "$home/tree/usr/share/keyrings/ubuntu-archive-keyring.gpg" 2>/dev/null
   if ! gpg --homedir "$home" --with-colons --fingerprint "$fingerprint" 2>/dev/null | grep -q "^fpr:*$fingerprint:"; then
-    echo "build-image.sh: $mirror/project/ubuntu-archive-keyring.gpg lacks key $fingerprint" >&2
+    echo "build-image.sh: $mirror/$deb lacks key $fingerprint" >&2
     rm -rf "$home"
     return 1
   fi
