@@ -1,4 +1,5 @@
-# The README's two commands: `make demo` and `make test`.
+# The README's two commands: `make demo` and `make test`; both install what they need
+# (Debian packages: `make deps`; Python packages: the venv).
 # Each area of the collection adds its test target in mk/NN-area.mk (TEST_TARGETS += ...),
 # so `make test` runs them in that order: fast checks first, VMs last.
 
@@ -15,12 +16,18 @@ export ANSIBLE_HOME := $(BUILD)/ansible-home
 
 TEST_TARGETS :=
 
-.PHONY: all venv collection-tree test demo clean
+.PHONY: all deps venv collection-tree test demo clean
 all: test
+
+# The Debian packages of mk/apt-packages that this machine lacks, installed with apt (one
+# `apt-get update`, only when something is missing). Every target that needs one depends
+# on it: through the venv, or directly.
+deps:
+	@bash mk/deps.sh
 
 # System python3: it carries python3-audit (auparse), which is not on PyPI.
 venv: $(VENV)/.installed
-$(VENV)/.installed: requirements-dev.txt
+$(VENV)/.installed: requirements-dev.txt | deps
 	@echo "==> venv: $(VENV)"
 	/usr/bin/python3 -m venv --system-site-packages $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip

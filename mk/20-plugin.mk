@@ -3,8 +3,10 @@
 TEST_TARGETS += test-plugin
 
 .PHONY: test-plugin
+# Extra pytest arguments, e.g. a --deselect with its reason printed by the caller.
+PLUGIN_PYTEST_ARGS ?=
 test-plugin: venv
 	@echo "==> plugin: vermin (must run on Python 3.6, RHEL 8)"
 	vermin --no-tips --violations -t=3.6- files/audisp_mailalert.py
 	@echo "==> plugin: pytest tests/plugin"
-	pytest -q -p no:cacheprovider tests/plugin
+	pytest -q -p no:cacheprovider $(PLUGIN_PYTEST_ARGS) tests/plugin

@@ -22,7 +22,7 @@ test-lab: test-lab-docker test-lab-default test-lab-ubuntu
 # The long step (debootstrap) prints its own progress, each line naming its image. The
 # builds run side by side (they wait on the network more than on the cores); any failure
 # fails the target after all have ended.
-lab-images:
+lab-images: deps
 	@pids=(); for dist in $(LAB_DISTS); do \
 	  bash $(LAB)/build-image.sh $$dist >/dev/null & pids+=($$!); \
 	done; \

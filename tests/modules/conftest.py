@@ -26,7 +26,7 @@ def chain(host_auditd):
     """A working chain for the test's own key; everything restored afterwards."""
     for tool in ("auditctl", "ausearch", "service", "sendmail", "mailq"):
         if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed (see .ci/apt-packages)")
+            pytest.skip(f"{tool} is not installed (see mk/apt-packages)")
     if not Path(COLLECTIONS, "ansible_collections/linux_audit/mail_alert").is_dir():
         pytest.skip(f"no collection tree in {COLLECTIONS}: run `make collection-tree`")
     saved = {path: path.read_bytes() for path in (AUDITD_CONF, DMA_CONF)}

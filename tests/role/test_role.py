@@ -160,7 +160,7 @@ def host():
     if os.geteuid() != 0:
         pytest.skip("needs root to drive the host's auditd")
     if shutil.which("sendmail", path="/usr/sbin:/usr/bin") is None:
-        pytest.fail("no MTA: /usr/sbin/sendmail is missing (install dma, see .ci/apt-packages)")
+        pytest.fail("no MTA: /usr/sbin/sendmail is missing (install dma, see mk/apt-packages)")
     if not (BUILD / "ansible_collections/linux_audit/mail_alert/roles").is_dir():
         pytest.fail("no collection tree: run `make collection-tree` (make test-role does)")
     # Python opens the lock non-inheritable: an auditd restarted by the role must not

@@ -34,7 +34,7 @@ def tools_present():
     if not STORE.is_dir():
         missing.append(str(STORE))
     if missing:
-        pytest.fail("missing (see .ci/apt-packages): " + ", ".join(missing))
+        pytest.fail("missing (see mk/apt-packages): " + ", ".join(missing))
 
 
 def build(workdir: Path, te_text=None) -> subprocess.CompletedProcess:
