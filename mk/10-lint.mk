@@ -1,5 +1,5 @@
 # Static checks of the whole collection: ruff, ansible-lint, ansible-test sanity and units.
-TEST_TARGETS += test-lint test-sanity test-units
+TEST_TARGETS += test-lint test-sanity test-units test-artifact
 
 # ansible-test bootstraps pip in its virtual environments with a script it downloads from a
 # host CI cannot reach; it takes a copy from this cache path instead (see the file's docstring).
@@ -8,7 +8,7 @@ ANSIBLE_TEST_GET_PIP = $(HOME)/.ansible/test/cache/get_pip_$(subst .,_,$(ANSIBLE
 ANSIBLE_TEST := ansible-test
 ANSIBLE_TEST_OPTS := --python 3.11 --requirements --venv --color no
 
-.PHONY: test-lint test-sanity test-units ansible-test-bootstrap
+.PHONY: test-lint test-sanity test-units test-artifact ansible-test-bootstrap
 # ansible-lint resolves linux_audit.mail_alert.* names through the collection tree.
 test-lint: collection-tree
 	@echo "==> ruff"
@@ -28,3 +28,11 @@ test-sanity: collection-tree ansible-test-bootstrap
 test-units: collection-tree ansible-test-bootstrap
 	@echo "==> ansible-test units"
 	cd $(COLLECTION_TREE) && $(ANSIBLE_TEST) units $(ANSIBLE_TEST_OPTS)
+
+# Built from the collection tree, which holds untracked files too (a stray cache there would
+# reach users): the artifact must hold exactly the user's part (tests/tools/check_artifact.py).
+test-artifact: collection-tree
+	@echo "==> ansible-galaxy collection build: what the artifact holds"
+	rm -rf $(BUILD)/artifact
+	cd $(COLLECTION_TREE) && ansible-galaxy collection build --output-path $(BUILD)/artifact >/dev/null
+	python tests/tools/check_artifact.py $(BUILD)/artifact/linux_audit-mail_alert-*.tar.gz
