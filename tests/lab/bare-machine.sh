@@ -9,7 +9,7 @@
 # Needs a running docker daemon (tests/lab/with-dockerd.sh). The container shares this
 # machine's network and, where this machine trusts a TLS-intercepting proxy, its CA bundle
 # (pip would fail without it); nothing else of the host's enters it.
-# Cache: $LAB_CACHE/bare-bookworm-KEY/rootfs.tar, KEY a hash of this script and the mirror.
+# Cache: $LAB_CACHE/bare-bookworm-KEY/rootfs.tar, KEY a hash of the mirror.
 set -euo pipefail
 
 main() {
@@ -19,7 +19,8 @@ repo=$(cd "${1:-$here/../..}" && pwd)
 target=${2:-test-plugin}
 cache=${LAB_CACHE:-/var/cache/audit-mail-alert-lab}
 mirror=${LAB_MIRROR:-http://deb.debian.org/debian}
-key=$( { cat "$0"; echo "$mirror"; } | sha256sum | cut -c1-12)
+# The rootfs depends on nothing but these: the key does not change with this script.
+key=$(echo "debootstrap minbase bookworm $mirror" | sha256sum | cut -c1-12)
 image="$cache/bare-bookworm-$key"
 tag="audit-mail-alert-bare:$key"
 started=$SECONDS
