@@ -4,8 +4,9 @@ TLS (the stdlib's ssl on the server side).
 
 It records every command with whether TLS was up when it arrived, every byte that came in
 the clear, and every failed TLS handshake, so that a test can prove what was, and what was
-not, sent without TLS. Call stop() before reading the records: it waits for the sessions
-to end.
+not, sent without TLS. Like a strict real server (Postfix >= 3.9) it refuses, with a 554 at
+the end of DATA, a message holding a CR or LF that is not part of a CRLF. Call stop() before
+reading the records: it waits for the sessions to end.
 """
 
 import base64
@@ -72,14 +73,21 @@ class Session(socketserver.BaseRequestHandler):
                 self.reply("250 ok")
             elif verb == "DATA":
                 self.reply("354 go on")
-                lines = []
-                for raw in iter(self.readline, b""):
+                lines, bare = [], None
+                for number, raw in enumerate(iter(self.readline, b""), 1):
                     if raw == b".\r\n":
                         break
+                    # As strict as Postfix >= 3.9: CR and LF only as CRLF (RFC 5321 2.3.8).
+                    if bare is None and (not raw.endswith(b"\r\n") or b"\r" in raw[:-2]):
+                        bare = number
                     lines.append(raw[1:] if raw.startswith(b"..") else raw)
-                server.received.append(dict(envelope, data=b"".join(lines), tls=self.tls))
+                if bare is not None:
+                    server.refused.append(dict(envelope, data=b"".join(lines), tls=self.tls))
+                    self.reply(f"554 5.6.0 bare CR or LF in line {bare} of the message")
+                else:
+                    server.received.append(dict(envelope, data=b"".join(lines), tls=self.tls))
+                    self.reply("250 queued")
                 envelope = {"from": None, "to": [], "auth": envelope["auth"]}
-                self.reply("250 queued")
             elif verb == "QUIT":
                 self.reply("221 bye")
                 return
@@ -136,6 +144,7 @@ class FakeSMTPServer(socketserver.ThreadingTCPServer):
         self.cleartext = bytearray()  # every byte received before TLS was up
         self.tls_errors = []  # the server side's message of each failed handshake
         self.received = []  # one dict per message: from, to, auth, data, tls
+        self.refused = []  # the same for each message refused for a bare CR or LF
         self._stopped = False
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
         self._thread.start()
