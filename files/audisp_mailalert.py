@@ -695,7 +695,18 @@ class Spool:
 # Delivery.
 
 class DeliveryError(Exception):
-    pass
+    """A failed delivery attempt. permanent: the MTA refused the message itself (a 5xx reply
+    to MAIL, RCPT or DATA, or a sendmail exit status for bad data or addressee), so no retry
+    can deliver it; anything else (server down, 4xx, TLS, login) may pass on a retry."""
+
+    def __init__(self, message: str, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+# The sysexits.h codes by which a sendmail says that it refuses the message. Not
+# EX_UNAVAILABLE (69): postfix's sendmail exits with it while its daemon is down.
+SENDMAIL_REFUSALS = {65: "EX_DATAERR", 67: "EX_NOUSER", 68: "EX_NOHOST"}
 
 
 def envelope(data: bytes) -> Tuple[str, List[str]]:
@@ -736,9 +747,12 @@ def send_sendmail(config: Config, data: bytes) -> None:
         _kill_group(process)
         raise DeliveryError(f"{config.sendmail} did not finish within {config.timeout} s")
     if process.returncode != 0:
-        raise DeliveryError("{} exited with {}: {}".format(
+        refusal = SENDMAIL_REFUSALS.get(process.returncode)
+        raise DeliveryError("{} exited with {}: {}{}".format(
             config.sendmail, process.returncode,
-            escape_text(stderr.decode("utf-8", "replace").strip(), 300)))
+            escape_text(stderr.decode("utf-8", "replace").strip(), 300),
+            f" ({refusal}: refused, a permanent failure)" if refusal else ""),
+            permanent=refusal is not None)
 
 
 def _kill_group(process: subprocess.Popen) -> None:
@@ -758,6 +772,21 @@ def _kill_group(process: subprocess.Popen) -> None:
         process.wait(timeout=5)
     except subprocess.TimeoutExpired:
         pass
+
+
+def _reply(code: int, text: bytes) -> str:
+    """A server's reply as one line: its code and its text, escaped like any server text."""
+    return f"{code} {escape_text(text.decode('utf-8', 'replace'), 300)}"
+
+
+def _refused_recipients(where: str, refused: dict) -> DeliveryError:
+    """RCPT refused for some or all recipients ({address: (code, text)}): permanent when
+    every reply is a 5xx (a 4xx, such as greylisting, may pass later)."""
+    replies = "; ".join(f"{_reply(code, text)} (RCPT {address})"
+                        for address, (code, text) in refused.items())
+    if all(code >= 500 for code, _text in refused.values()):
+        return DeliveryError(f"SMTP {where}: refused by the server: {replies}", permanent=True)
+    return DeliveryError(f"SMTP {where}: recipient(s) not accepted: {replies}")
 
 
 def send_smtp(config: Config, data: bytes) -> None:
@@ -788,10 +817,17 @@ def send_smtp(config: Config, data: bytes) -> None:
                 server.quit()
             except (smtplib.SMTPException, OSError):
                 server.close()
+    except smtplib.SMTPRecipientsRefused as err:  # every one; some is the dict returned
+        raise _refused_recipients(where, err.recipients)
+    except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as err:
+        if err.smtp_code >= 500:
+            raise DeliveryError(f"SMTP {where}: refused by the server: "
+                                f"{_reply(err.smtp_code, err.smtp_error)}", permanent=True)
+        raise DeliveryError(f"SMTP {where}: {err}")
     except (smtplib.SMTPException, OSError, ssl.SSLError) as err:
         raise DeliveryError(f"SMTP {where}: {err}")
     if refused:
-        raise DeliveryError("SMTP {}: refused {}".format(where, ", ".join(refused)))
+        raise _refused_recipients(where, refused)
 
 
 class Status:
@@ -801,6 +837,7 @@ class Status:
         self.lock = threading.Lock()
         self.queue = 0
         self.last_error = None  # type: Optional[str]
+        self.last_error_permanent = False  # the MTA refused that message: no retry can help
         self.last_delivery = None  # type: Optional[float]
         self.changed = True
 
@@ -904,6 +941,7 @@ class Deliverer(threading.Thread):
                            f"next try in {delay} s: {err}")
             with self.status.lock:
                 self.status.last_error = f"{name}: {err}"
+                self.status.last_error_permanent = isinstance(err, DeliveryError) and err.permanent
                 self.status.changed = True
             return False
         try:
@@ -1222,6 +1260,7 @@ class Plugin:
                     } for rule in self.config.rules},
                 "queue": self.status.queue,
                 "last_error": self.status.last_error,
+                "last_error_permanent": self.status.last_error_permanent,
                 "last_delivery": self.status.last_delivery,
             }
         self.status_written = now
