@@ -54,7 +54,8 @@ def test_status_file_reports_rules_queue_and_delivery(tmp_path, fake_sendmail):
         program, spool, "[rule flood]\nkeys = amx-flood\nmax_mails = 4\nwindow = 3600\n"))
     assert run_plugin(["--config", config], data).returncode == 0
     status = json.loads((spool / "status.json").read_text())
-    assert set(status) == {"pid", "updated", "rules", "queue", "last_error", "last_delivery"}
+    assert set(status) == {"pid", "updated", "rules", "queue", "last_error",
+                           "last_error_permanent", "last_delivery"}
     assert status["queue"] == 0 and status["last_error"] is None
     assert status["last_delivery"] >= status["updated"] - 60
     flood = status["rules"]["flood"]
