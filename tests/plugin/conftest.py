@@ -5,6 +5,7 @@ import email
 import email.policy
 import importlib.util
 import mailbox
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -12,7 +13,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PLUGIN = ROOT / "files" / "audisp_mailalert.py"
+# AUDISP_MAILALERT_PLUGIN names another copy of the plugin to test (e.g. an older version
+# from `git show REV:files/audisp_mailalert.py`, to see a test fail before a fix).
+PLUGIN = Path(os.environ.get("AUDISP_MAILALERT_PLUGIN") or ROOT / "files" / "audisp_mailalert.py")
 DATA = Path(__file__).resolve().parent / "data"
 # The interpreter auditd would use: the system python3, which carries auparse.
 PYTHON = "/usr/bin/python3"
