@@ -199,6 +199,27 @@ def load_config(path: str, arg_keys: List[str], must_exist: bool) -> Config:
     config = Config()
     config.path = path
     config.required = must_exist
+    parser = _read_ini(path, must_exist)
+
+    def section(name: str):
+        return parser[name] if parser.has_section(name) else {}
+
+    _load_mail(config, path, section("mail"))
+    _load_limits(config, path, section("limits"))
+    _load_spool(config, path, section("spool"))
+    _load_rules(config, path, parser)
+    if arg_keys:
+        keys = _keys("command line", "args", "KEY", ",".join(arg_keys))
+        if any("," in k for k in arg_keys):
+            raise ConfigError("command line: [args] KEY: a key cannot contain a comma")
+        config.rules.append(Rule("args", keys, config.to, config.max_mails, config.window))
+    if not config.rules:
+        raise ConfigError(f"{path}: no [rule NAME] section and no KEY argument: nothing to watch")
+    return config
+
+
+def _read_ini(path: str, must_exist: bool) -> configparser.ConfigParser:
+    """The parsed file, with every section and key checked against ALLOWED."""
     parser = configparser.ConfigParser(interpolation=None, default_section="\0none")
     try:
         with open(path, encoding="utf-8") as handle:
@@ -208,7 +229,6 @@ def load_config(path: str, arg_keys: List[str], must_exist: bool) -> Config:
             raise ConfigError(f"{path}: no such file")
     except (OSError, UnicodeDecodeError, configparser.Error) as err:
         raise ConfigError(f"{path}: {err}".replace("\n", " "))
-
     for section in parser.sections():
         kind = "rule" if section.startswith("rule ") else section
         if kind not in ALLOWED:
@@ -218,24 +238,34 @@ def load_config(path: str, arg_keys: List[str], must_exist: bool) -> Config:
             if key not in ALLOWED[kind]:
                 raise ConfigError("{}: unknown key (allowed: {})".format(
                     _where(path, section, key), ", ".join(sorted(ALLOWED[kind]))))
+    return parser
 
-    mail = parser["mail"] if parser.has_section("mail") else {}
+
+def _choice(path: str, key: str, value: str, choices: Tuple[str, ...]) -> str:
+    value = value.strip()
+    if value not in choices:
+        raise ConfigError("{}: must be {}, not {!r}".format(
+            _where(path, "mail", key), " or ".join([", ".join(choices[:-1]), choices[-1]]), value))
+    return value
+
+
+def _load_mail(config: Config, path: str, mail) -> None:
     if "to" in mail:
         config.to = _addresses(path, "mail", "to", mail["to"])
     if "from" in mail:
         config.sender = _addresses(path, "mail", "from", mail["from"])[0]
     if "transport" in mail:
-        config.transport = mail["transport"].strip()
-        if config.transport not in ("sendmail", "smtp"):
-            raise ConfigError("{}: must be sendmail or smtp, not {!r}".format(
-                _where(path, "mail", "transport"), config.transport))
+        config.transport = _choice(path, "transport", mail["transport"], ("sendmail", "smtp"))
     if "sendmail" in mail:
         config.sendmail = _abspath(path, "mail", "sendmail", mail["sendmail"])
+    if "timeout" in mail:
+        config.timeout = _int(path, "mail", "timeout", mail["timeout"], 1, 3600)
+    _load_smtp(config, path, mail)
+
+
+def _load_smtp(config: Config, path: str, mail) -> None:
     if "smtp_tls" in mail:
-        config.smtp_tls = mail["smtp_tls"].strip()
-        if config.smtp_tls not in ("starttls", "tls", "none"):
-            raise ConfigError("{}: must be starttls, tls or none, not {!r}".format(
-                _where(path, "mail", "smtp_tls"), config.smtp_tls))
+        config.smtp_tls = _choice(path, "smtp_tls", mail["smtp_tls"], ("starttls", "tls", "none"))
     if "smtp_ca_file" in mail:
         config.smtp_context = _tls_context(path, "mail", "smtp_ca_file", mail["smtp_ca_file"])
     config.smtp_host = mail.get("smtp_host", "").strip()
@@ -243,26 +273,26 @@ def load_config(path: str, arg_keys: List[str], must_exist: bool) -> Config:
     if "smtp_port" in mail:
         config.smtp_port = _int(path, "mail", "smtp_port", mail["smtp_port"], 1, 65535)
     config.smtp_user = mail.get("smtp_user", "").strip()
-    if "timeout" in mail:
-        config.timeout = _int(path, "mail", "timeout", mail["timeout"], 1, 3600)
-    if config.transport == "smtp":
-        if not config.smtp_host:
-            raise ConfigError("{}: required when transport = smtp".format(
-                _where(path, "mail", "smtp_host")))
-        if config.smtp_user:
-            if "smtp_password_file" not in mail:
-                raise ConfigError("{}: required when smtp_user is set".format(
-                    _where(path, "mail", "smtp_password_file")))
-            config.smtp_password = _read_password(path, "mail", "smtp_password_file",
-                                                  mail["smtp_password_file"])
+    if config.transport != "smtp":
+        return
+    if not config.smtp_host:
+        raise ConfigError("{}: required when transport = smtp".format(_where(path, "mail", "smtp_host")))
+    if config.smtp_user:
+        if "smtp_password_file" not in mail:
+            raise ConfigError("{}: required when smtp_user is set".format(
+                _where(path, "mail", "smtp_password_file")))
+        config.smtp_password = _read_password(path, "mail", "smtp_password_file",
+                                              mail["smtp_password_file"])
 
-    limits = parser["limits"] if parser.has_section("limits") else {}
+
+def _load_limits(config: Config, path: str, limits) -> None:
     if "max_mails" in limits:
         config.max_mails = _int(path, "limits", "max_mails", limits["max_mails"], 1, 1000000)
     if "window" in limits:
         config.window = _int(path, "limits", "window", limits["window"], 1, 86400 * 7)
 
-    spool = parser["spool"] if parser.has_section("spool") else {}
+
+def _load_spool(config: Config, path: str, spool) -> None:
     if "dir" in spool:
         config.spool_dir = _abspath(path, "spool", "dir", spool["dir"])
     if "retry_min" in spool:
@@ -273,12 +303,17 @@ def load_config(path: str, arg_keys: List[str], must_exist: bool) -> Config:
         raise ConfigError("{}: smaller than retry_min ({})".format(
             _where(path, "spool", "retry_max"), config.retry_min))
 
+
+def _load_rules(config: Config, path: str, parser: configparser.ConfigParser) -> None:
     for section in parser.sections():
         if not section.startswith("rule "):
             continue
         name = section[len("rule "):].strip()
         if not RULE_NAME_RE.match(name) or name == "args":
             raise ConfigError(f"{_where(path, section)}: a rule name is 1-64 of A-Z a-z 0-9 _ . - and not 'args'")
+        # [rule r] and [rule  r ] are two sections to configparser but one rule name here.
+        if any(rule.name == name for rule in config.rules):
+            raise ConfigError(f"{_where(path, section)}: a second rule named {name!r}")
         values = parser[section]
         if "keys" not in values:
             raise ConfigError("{}: required".format(_where(path, section, "keys")))
@@ -291,14 +326,6 @@ def load_config(path: str, arg_keys: List[str], must_exist: bool) -> Config:
             _int(path, section, "window", values["window"], 1, 86400 * 7)
             if "window" in values else config.window,
         ))
-    if arg_keys:
-        keys = _keys("command line", "args", "KEY", ",".join(arg_keys))
-        if any("," in k for k in arg_keys):
-            raise ConfigError("command line: [args] KEY: a key cannot contain a comma")
-        config.rules.append(Rule("args", keys, config.to, config.max_mails, config.window))
-    if not config.rules:
-        raise ConfigError(f"{path}: no [rule NAME] section and no KEY argument: nothing to watch")
-    return config
 
 
 # ---------------------------------------------------------------------------------------
