@@ -253,7 +253,10 @@ def _load_mail(config: Config, path: str, mail) -> None:
     if "to" in mail:
         config.to = _addresses(path, "mail", "to", mail["to"])
     if "from" in mail:
-        config.sender = _addresses(path, "mail", "from", mail["from"])[0]
+        senders = _addresses(path, "mail", "from", mail["from"])
+        if len(senders) > 1:  # one From, one envelope sender: a second one would be ignored
+            raise ConfigError(f"{_where(path, 'mail', 'from')}: one address only, not {len(senders)}")
+        config.sender = senders[0]
     if "transport" in mail:
         config.transport = _choice(path, "transport", mail["transport"], ("sendmail", "smtp"))
     if "sendmail" in mail:

@@ -33,6 +33,8 @@ GOOD_RULE = "[rule r]\nkeys = amx-hostile\n"
     ("[mail]\nto = root\n", "", "", "nothing to watch"),
     # configparser keeps both sections; the names are the same once stripped
     ("[rule r]\nkeys = a\n[rule  r ]\nkeys = b\n", "[rule  r ]", "", "a second rule named 'r'"),
+    ("[mail]\nfrom = a@example.com, b@example.com\n" + GOOD_RULE, "[mail]", "from",
+     "one address only, not 2"),
 ])
 def test_bad_config_is_refused_naming_file_section_and_key(tmp_path, text, section, key, words):
     config = write_config(tmp_path, text)
