@@ -171,13 +171,18 @@ def _read_password(path: str, section: str, key: str, value: str) -> str:
     filename = _abspath(path, section, key, value)
     try:
         with open(filename, "rb") as handle:
-            mode = os.fstat(handle.fileno()).st_mode
+            info = os.fstat(handle.fileno())
             # smtplib sends AUTH credentials as ASCII only
             secret = handle.read(4096).decode("ascii").strip()
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"{_where(path, section, key)}: cannot read {filename}: {err}")
-    if mode & 0o077:
-        raise ConfigError(f"{_where(path, section, key)}: {filename} is readable by others (mode {mode & 0o777:o}); make it 0600")
+    # Private means: only the plugin's user (root) can read it, and only it can change it.
+    if info.st_uid != os.geteuid():
+        raise ConfigError(f"{_where(path, section, key)}: {filename} is owned by uid {info.st_uid}, "
+                          f"not {os.geteuid()}; make it root's, mode 0600")
+    if info.st_mode & 0o077:
+        raise ConfigError(f"{_where(path, section, key)}: {filename} is readable by others "
+                          f"(mode {info.st_mode & 0o777:o}); make it 0600")
     return secret
 
 

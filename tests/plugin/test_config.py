@@ -1,10 +1,13 @@
 """Config and command line: every bad value is refused with exit code 2 and a message that
 names the file, the section and the key; good files give the documented defaults."""
 
+import os
+
 import pytest
 from conftest import log_bytes, run_plugin, write_config
 
 GOOD_RULE = "[rule r]\nkeys = amx-hostile\n"
+NOBODY = 65534
 
 
 @pytest.mark.parametrize("text, section, key, words", [
@@ -62,6 +65,25 @@ def test_smtp_password_file_must_be_private(tmp_path):
     secret.write_text("w\u00f6rd\n")
     result = run_plugin(["--config", config, "--print"])
     assert result.returncode == 2 and "'ascii' codec" in result.stderr.decode()
+
+
+def test_smtp_password_file_must_be_owned_by_the_plugins_user(tmp_path):
+    """Mode 0600 is not private when the file is somebody else's: they can read and
+    change it. The plugin runs as root (the tests too), so root must own it."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give the file to nobody")
+    secret = tmp_path / "pass"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o600)
+    config = write_config(tmp_path, "[mail]\ntransport = smtp\nsmtp_host = localhost\n"
+                          f"smtp_user = alert\nsmtp_password_file = {secret}\n{GOOD_RULE}")
+    os.chown(secret, NOBODY, NOBODY)
+    result = run_plugin(["--config", config, "--print"])
+    message = result.stderr.decode()
+    assert result.returncode == 2, message
+    assert f"[mail] smtp_password_file: {secret} is owned by uid {NOBODY}, not {os.geteuid()}" in message
+    os.chown(secret, os.geteuid(), os.getegid())
+    assert run_plugin(["--config", config, "--print"]).returncode == 0
 
 
 def test_explicit_config_that_does_not_exist_is_refused(tmp_path):
