@@ -14,6 +14,17 @@ Standard library and auparse only; runs on Python 3.6 and later (RHEL 8). See do
 # Python 3.6 (RHEL 8) has no list[str] or X | None in annotations: keep typing's names.
 # ruff: noqa: UP006, UP035, UP045
 
+# auditd sends SIGHUP to its plugins when it reloads, maybe while this one is still
+# importing, and the default action of HUP (and TERM) is death. So they are held back from
+# the first line on, until Plugin.run has its handlers in place: a HUP then means "load the
+# config", which start-up does anyway. _signal is the C module under `signal`, which would
+# cost tens of milliseconds of imports (enum) first.
+import _signal
+
+HELD_SIGNALS = {_signal.SIGHUP, _signal.SIGTERM, _signal.SIGINT}
+if __name__ == "__main__":
+    _signal.pthread_sigmask(_signal.SIG_BLOCK, HELD_SIGNALS)
+
 import argparse
 import configparser
 import email.policy
@@ -1089,18 +1100,12 @@ class Plugin:
 
     # -- the main loop
     def run(self, stdin_fd: int = 0) -> int:
+        wake_read = self._handle_signals()
         try:
             self.start()
         except OSError as err:
             self.log.error(f"cannot use the spool directory {self.spool.dir}: {err}")
             return 1
-        wake_read, wake_write = os.pipe()
-        os.set_blocking(wake_read, False)
-        os.set_blocking(wake_write, False)
-        signal.set_wakeup_fd(wake_write)
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
-        signal.signal(signal.SIGHUP, self._on_signal)
         self.log.info("started: {} rules, transport {}{}".format(
             len(self.config.rules), self.config.transport, " (print only)" if self.print_only else ""))
         try:
@@ -1123,6 +1128,19 @@ class Plugin:
         finally:
             self.shutdown()
         return 0
+
+    def _handle_signals(self) -> int:
+        """Install the handlers, then let the signals held back since start-up in (one that
+        came meanwhile is handled now). Before any thread or child: they inherit the mask.
+        Returns the pipe end that wakes the main loop when a signal comes."""
+        wake_read, wake_write = os.pipe()
+        os.set_blocking(wake_read, False)
+        os.set_blocking(wake_write, False)
+        signal.set_wakeup_fd(wake_write)
+        for number in HELD_SIGNALS:
+            signal.signal(number, self._on_signal)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)
+        return wake_read
 
     def guarded(self, step, *args) -> None:
         """Run one step of the loop; an unexpected error is logged, the plugin goes on
