@@ -673,19 +673,23 @@ def compose_digest(config: Config, rule: Rule, held: Held, window_end: float) ->
 
 class Spool:
     """`<dir>/queue/` holds one complete message per file (written under a temporary name,
-    then renamed); a file is deleted only after its delivery succeeded."""
+    then renamed); a file is deleted only after its delivery succeeded. `<dir>/bad/` holds
+    the files that no delivery can succeed with (refused for good, or unreadable as mail)."""
 
     def __init__(self, directory: str) -> None:
         self.dir = directory
         self.queue_dir = os.path.join(directory, "queue")
+        self.bad_dir = os.path.join(directory, "bad")
         self.verify_dir = os.path.join(directory, "verify")
+        self.bad_count = 0  # files in bad/: counted at start, plus those moved there since
         self._seq = 0
         self._lock = threading.Lock()
 
     def prepare(self) -> None:
-        for path in (self.dir, self.queue_dir):
+        for path in (self.dir, self.queue_dir, self.bad_dir):
             os.makedirs(path, mode=0o700, exist_ok=True)
         os.chmod(self.dir, 0o700)
+        self.bad_count = len([n for n in os.listdir(self.bad_dir) if not n.startswith(".")])
 
     def add(self, data: bytes) -> str:
         with self._lock:
@@ -720,6 +724,10 @@ class Spool:
 
     def remove(self, name: str) -> None:
         os.unlink(os.path.join(self.queue_dir, name))
+
+    def move_to_bad(self, name: str) -> None:
+        os.rename(os.path.join(self.queue_dir, name), os.path.join(self.bad_dir, name))
+        self.bad_count += 1
 
     def verify_token(self, ppid: str, log: Log) -> Optional[str]:
         """The token of a verification request `<dir>/verify/<ppid>`, if there is one."""
@@ -757,13 +765,17 @@ SENDMAIL_STDERR_MAX = 4096  # bytes of a sendmail's complaint read for the log
 
 
 def envelope(data: bytes) -> Tuple[str, List[str]]:
-    """Sender and recipients, read back from the spooled message's From and To."""
-    headers = BytesHeaderParser(policy=email.policy.default).parsebytes(data)
-    sender = email.utils.parseaddr(str(headers.get("From", "")))[1]
-    recipients = [address for _name, address in email.utils.getaddresses(
-        [str(v) for v in headers.get_all("To", [])]) if address]
+    """Sender and recipients, read back from the spooled message's From and To. A file that
+    gives none cannot be delivered, now or later: a permanent failure."""
+    try:
+        headers = BytesHeaderParser(policy=email.policy.default).parsebytes(data)
+        sender = email.utils.parseaddr(str(headers.get("From", "")))[1]
+        recipients = [address for _name, address in email.utils.getaddresses(
+            [str(v) for v in headers.get_all("To", [])]) if address]
+    except (ValueError, LookupError, TypeError, AttributeError) as err:  # the email package's
+        raise DeliveryError(f"cannot parse the message: {type(err).__name__}: {err}", permanent=True)
     if not recipients:
-        raise DeliveryError("the message has no recipient")
+        raise DeliveryError("the message has no recipient", permanent=True)
     return sender, recipients
 
 
@@ -906,6 +918,7 @@ class Status:
         self.last_error = None  # type: Optional[str]
         self.last_error_permanent = False  # the MTA refused that message: no retry can help
         self.last_delivery = None  # type: Optional[float]
+        self.bad = 0  # files in <spool>/bad/
         self.changed = True
 
 
@@ -987,30 +1000,24 @@ class Deliverer(threading.Thread):
                     del self.pending[name]
 
     def _deliver(self, name: str) -> bool:
-        config = self.config
+        """One attempt at one message. False: pause all delivery (a temporary failure, of the
+        transport most likely). A message refused for good goes to bad/, the others go on."""
         try:
             data = self.spool.read(name)
         except OSError:
             self.pending.pop(name, None)  # gone (delivered by an earlier run): nothing to do
             return True
         try:
-            if config.transport == "smtp":
-                send_smtp(config, data)
+            if self.config.transport == "smtp":
+                send_smtp(self.config, data)
             else:
-                send_sendmail(config, data)
+                send_sendmail(self.config, data)
         except (DeliveryError, ValueError) as err:
-            self.pending[name] = self.pending.get(name, 0) + 1
-            self.failures_in_a_row += 1
-            delay = min(config.retry_max,
-                        config.retry_min * 2 ** min(self.failures_in_a_row - 1, 30))
-            self.paused_until = time.monotonic() + delay
-            self.log.error(f"delivery of {name} failed (attempt {self.pending[name]}), "
-                           f"next try in {delay} s: {err}")
-            with self.status.lock:
-                self.status.last_error = f"{name}: {err}"
-                self.status.last_error_permanent = isinstance(err, DeliveryError) and err.permanent
-                self.status.changed = True
-            return False
+            return self._failed(name, err if isinstance(err, DeliveryError) else DeliveryError(str(err)))
+        self._delivered(name)
+        return True
+
+    def _delivered(self, name: str) -> None:
         try:
             self.spool.remove(name)
         except OSError as err:
@@ -1019,6 +1026,35 @@ class Deliverer(threading.Thread):
         self.failures_in_a_row = 0
         with self.status.lock:
             self.status.last_delivery = time.time()
+            self.status.changed = True
+
+    def _failed(self, name: str, err: DeliveryError) -> bool:
+        with self.status.lock:
+            self.status.last_error = f"{name}: {err}"
+            self.status.last_error_permanent = err.permanent
+            self.status.changed = True
+        if err.permanent and self._quarantine(name, err):
+            return True
+        self.pending[name] = self.pending.get(name, 0) + 1
+        self.failures_in_a_row += 1
+        delay = min(self.config.retry_max,
+                    self.config.retry_min * 2 ** min(self.failures_in_a_row - 1, 30))
+        self.paused_until = time.monotonic() + delay
+        self.log.error(f"delivery of {name} failed (attempt {self.pending[name]}), "
+                       f"next try in {delay} s: {err}")
+        return False
+
+    def _quarantine(self, name: str, err: DeliveryError) -> bool:
+        """Move a message that no retry can deliver to bad/, out of the others' way."""
+        try:
+            self.spool.move_to_bad(name)
+        except OSError as failure:
+            self.log.error(f"cannot move {name} to {self.spool.bad_dir}: {failure}")
+            return False  # then it is retried like any failure, with the pause
+        self.pending.pop(name, None)
+        self.log.error(f"delivery of {name} failed for good, moved to {self.spool.bad_dir}: {err}")
+        with self.status.lock:
+            self.status.bad = self.spool.bad_count
             self.status.changed = True
         return True
 
@@ -1092,6 +1128,7 @@ class Plugin:
         if self.print_only:
             return
         self.spool.prepare()
+        self.status.bad = self.spool.bad_count
         self.deliverer = Deliverer(self.spool, self.status, self.log, self.config)
         self.deliverer.start()
 
@@ -1336,6 +1373,7 @@ class Plugin:
                 "last_error": self.status.last_error,
                 "last_error_permanent": self.status.last_error_permanent,
                 "last_delivery": self.status.last_delivery,
+                "bad": self.status.bad,
             }
         self.status_written = now
         path = os.path.join(self.spool.dir, "status.json")

@@ -55,8 +55,9 @@ def test_status_file_reports_rules_queue_and_delivery(tmp_path, fake_sendmail):
     assert run_plugin(["--config", config], data).returncode == 0
     status = json.loads((spool / "status.json").read_text())
     assert set(status) == {"pid", "updated", "rules", "queue", "last_error",
-                           "last_error_permanent", "last_delivery"}
+                           "last_error_permanent", "last_delivery", "bad"}
     assert status["queue"] == 0 and status["last_error"] is None
+    assert status["bad"] == 0
     assert status["last_delivery"] >= status["updated"] - 60
     flood = status["rules"]["flood"]
     assert flood["keys"] == ["amx-flood"] and flood["sent"] == 4
@@ -119,7 +120,8 @@ def test_a_message_that_always_fails_does_not_block_the_others(tmp_path, fake_se
     (spool / "queue").mkdir(parents=True)
     # the oldest file in the queue, left by an earlier run, for a recipient the MTA refuses
     poison = spool / "queue" / "00000000000000001-1-000001.eml"
-    poison.write_bytes(b"From: a@example.com\nTo: bad@example.com\nSubject: old\n\nold\n")
+    refused = b"From: a@example.com\nTo: bad@example.com\nSubject: old\n\nold\n"
+    poison.write_bytes(refused)
     data = log_bytes("hostile")
     config = write_config(tmp_path, config_text(picky, spool))
     plugin = subprocess.Popen([PYTHON, str(PLUGIN), "--config", str(config)],
@@ -133,4 +135,7 @@ def test_a_message_that_always_fails_does_not_block_the_others(tmp_path, fake_se
         plugin.stdin.close()
         assert plugin.wait(timeout=30) == 0
     assert "exited with 67: user unknown" in plugin.stderr.read().decode()
-    assert os.listdir(spool / "queue") == [poison.name], "refused, so kept: never dropped"
+    # Refused for good (EX_NOUSER): out of the queue, kept whole in bad/, never dropped.
+    assert os.listdir(spool / "queue") == []
+    assert os.listdir(spool / "bad") == [poison.name]
+    assert (spool / "bad" / poison.name).read_bytes() == refused

@@ -1,8 +1,9 @@
 """The sendmail transport's exit status, told apart in the log and status.json: the sysexits
 codes by which a sendmail refuses the message itself (EX_DATAERR, EX_NOUSER, EX_NOHOST) are
 permanent; EX_TEMPFAIL, and EX_UNAVAILABLE that postfix's sendmail gives while its daemon is
-down, are temporary. Either way the alert stays spooled for a retry. Exit status 0 is a
-delivery, whatever the children sendmail leaves behind."""
+down, are temporary. A temporary failure leaves the alert spooled for a retry; a refusal
+moves it to the spool's bad/ directory. Exit status 0 is a delivery, whatever the children
+sendmail leaves behind."""
 
 import json
 import os
@@ -30,10 +31,13 @@ def test_a_refusing_exit_status_is_permanent_and_the_rest_temporary(tmp_path, co
     words = f"{sendmail} exited with {code}: no go" + (
         f" ({refusal}: refused, a permanent failure)" if refusal else "")
     assert words + "\n" in stderr
-    [name] = os.listdir(spool / "queue")
+    kept, other = ("bad", "queue") if refusal else ("queue", "bad")
+    [name] = os.listdir(spool / kept)
+    assert os.listdir(spool / other) == []
     status = json.loads((spool / "status.json").read_text())
     assert status["last_error"] == f"{name}: {words}"
     assert status["last_error_permanent"] is (refusal is not None)
+    assert (status["queue"], status["bad"]) == ((0, 1) if refusal else (1, 0))
 
 
 def test_exit_0_is_a_delivery_even_while_a_child_holds_stderr(tmp_path):

@@ -10,8 +10,9 @@ Postfix >= 3.9 does.
 
 Proven: an alert arrives whole (the spooled file with CRLF line ends, parsing under
 email.policy.strict to the same headers and body); a 5xx reply to MAIL, RCPT or DATA is
-logged as "refused by the server: CODE TEXT" and marked permanent in status.json, while a
-4xx and a server that is down are temporary; the alert stays spooled either way."""
+logged as "refused by the server: CODE TEXT", marked permanent in status.json and moved to
+the spool's bad/ directory, while a 4xx and a server that is down are temporary and leave
+the alert spooled for a retry."""
 
 import email.policy
 import json
@@ -192,11 +193,14 @@ def test_a_5xx_is_a_permanent_refusal_and_a_4xx_is_temporary(tmp_path, pki, rela
     assert f"SMTP localhost:{relay.port}: {words}".replace("\\", "\\\\") in stderr
     assert ("refused by the server" in stderr) == permanent
     assert relay.received == []
-    [name] = queued(tmp_path)  # kept for a retry, permanent or not (for now)
+    # refused for good: kept in bad/; else kept in the queue for a retry
+    kept, other = ("bad", "queue") if permanent else ("queue", "bad")
+    [name] = os.listdir(tmp_path / "spool" / kept)
+    assert os.listdir(tmp_path / "spool" / other) == []
     found = status(tmp_path)
     assert found["last_error"].startswith(f"{name}: SMTP localhost:{relay.port}: {words}")
     assert found["last_error_permanent"] is permanent
-    assert found["queue"] == 1
+    assert (found["queue"], found["bad"]) == ((0, 1) if permanent else (1, 0))
 
 
 def test_a_server_that_is_down_is_a_temporary_failure(tmp_path, pki, closed_port):

@@ -169,7 +169,8 @@ def alive(pid: int) -> bool:
 # Config and the plugin process.
 
 def write_config(path: Path, sendmail: Path, spool: Path, max_mails: int = 100000,
-                 window: int = 300, timeout: int = 2, keys: Iterable[str] = (WATCH_KEY,)) -> Path:
+                 window: int = 300, timeout: int = 2, keys: Iterable[str] = (WATCH_KEY,),
+                 retry_min: int = 1, retry_max: int = 2) -> Path:
     """A config for one rule named WATCH_RULE; short timeout and retries keep tests fast."""
     path.write_text(
         "[mail]\n"
@@ -183,8 +184,8 @@ def write_config(path: Path, sendmail: Path, spool: Path, max_mails: int = 10000
         f"window = {window}\n"
         "[spool]\n"
         f"dir = {spool}\n"
-        "retry_min = 1\n"
-        "retry_max = 2\n"
+        f"retry_min = {retry_min}\n"
+        f"retry_max = {max(retry_min, retry_max)}\n"
         f"[rule {WATCH_RULE}]\n"
         f"keys = {', '.join(keys)}\n")
     return path
