@@ -29,6 +29,7 @@ import argparse
 import configparser
 import email.policy
 import email.utils
+import errno
 import json
 import os
 import queue
@@ -38,6 +39,7 @@ import signal
 import smtplib
 import socket
 import ssl
+import stat
 import subprocess
 import sys
 import syslog
@@ -66,6 +68,7 @@ MAX_DIGEST_GROUPS = 1000  # distinct subject/action/object groups kept per diges
 STATUS_INTERVAL = 1.0  # seconds between two writes of status.json
 QUEUE_SIZE = 1000  # names handed to the delivery worker; beyond that it re-scans the spool
 SHUTDOWN_DELIVERY = 10  # seconds (at least [mail] timeout) to deliver the queue at exit
+MAX_MESSAGE_BYTES = 4 << 20  # a queue file larger than any alert or digest can be
 
 FIELD_MAX = 200  # characters of one value in the summary
 SUBJECT_PART_MAX = 60  # characters of one value in the Subject header
@@ -671,6 +674,50 @@ def compose_digest(config: Config, rule: Rule, held: Held, window_end: float) ->
 # ---------------------------------------------------------------------------------------
 # The spool: what was accepted and not yet delivered.
 
+class DeliveryError(Exception):
+    """A failed delivery attempt. permanent: the MTA refused the message itself (a 5xx reply
+    to MAIL, RCPT or DATA, or a sendmail exit status for bad data or addressee), so no retry
+    can deliver it; anything else (server down, 4xx, TLS, login) may pass on a retry."""
+
+    def __init__(self, message: str, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+def check_private_dir(path: str, follow: bool) -> None:
+    """Refuse a directory that someone else could have filled or can change: one not owned
+    by the plugin's user (root) or writable by group or others; with follow False, a
+    symbolic link too. Its files are mailed out by root."""
+    info = os.stat(path) if follow else os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        raise PermissionError(f"{path} is not a directory (a symbolic link?)")
+    if info.st_uid != os.geteuid():
+        raise PermissionError(f"{path} is owned by uid {info.st_uid}, not {os.geteuid()}")
+    if info.st_mode & 0o022:
+        raise PermissionError(f"{path} is writable by group or others "
+                              f"(mode {stat.S_IMODE(info.st_mode):o}); make it 0700")
+
+
+def replace_file(path: str, data: bytes) -> None:
+    """Write path anew through path.tmp, renamed over it. A .tmp left behind, or planted (a
+    symbolic link to another file), is removed first: never followed, never written through."""
+    temporary = path + ".tmp"
+    try:
+        os.unlink(temporary)
+    except FileNotFoundError:
+        pass
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
+
 class Spool:
     """`<dir>/queue/` holds one complete message per file (written under a temporary name,
     then renamed); a file is deleted only after its delivery succeeded. `<dir>/bad/` holds
@@ -686,9 +733,17 @@ class Spool:
         self._lock = threading.Lock()
 
     def prepare(self) -> None:
-        for path in (self.dir, self.queue_dir, self.bad_dir):
-            os.makedirs(path, mode=0o700, exist_ok=True)
+        """Make or check the directories: PermissionError when someone else could have put
+        files there (check_private_dir)."""
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        check_private_dir(self.dir, follow=True)  # the configured path may be a link
         os.chmod(self.dir, 0o700)
+        for path in (self.queue_dir, self.bad_dir):
+            try:
+                os.mkdir(path, 0o700)
+            except FileExistsError:
+                pass
+            check_private_dir(path, follow=False)
         self.bad_count = len([n for n in os.listdir(self.bad_dir) if not n.startswith(".")])
 
     def add(self, data: bytes) -> str:
@@ -696,7 +751,7 @@ class Spool:
             self._seq += 1
             name = f"{int(time.time() * 1e6):017d}-{os.getpid()}-{self._seq:06d}.eml"
         temporary = os.path.join(self.queue_dir, "." + name + ".tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
@@ -719,8 +774,26 @@ class Spool:
             return []
 
     def read(self, name: str) -> bytes:
-        with open(os.path.join(self.queue_dir, name), "rb") as handle:
-            return handle.read()
+        """The message. FileNotFoundError when it is gone; a permanent DeliveryError when it
+        is no file the plugin wrote (a symbolic link, not a regular file, too large), which
+        is neither followed nor read; another OSError when reading fails."""
+        path = os.path.join(self.queue_dir, name)
+        try:  # O_NONBLOCK: opening a FIFO would wait for a writer
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise DeliveryError(f"{path} is a symbolic link (not followed)", permanent=True)
+            raise
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise DeliveryError(f"{path} is not a regular file", permanent=True)
+            if info.st_size > MAX_MESSAGE_BYTES:
+                raise DeliveryError(f"{path} holds {info.st_size} bytes, more than any alert",
+                                    permanent=True)
+            return os.read(fd, MAX_MESSAGE_BYTES)
+        finally:
+            os.close(fd)
 
     def remove(self, name: str) -> None:
         os.unlink(os.path.join(self.queue_dir, name))
@@ -734,10 +807,13 @@ class Spool:
         if not ppid.isdigit():
             return None
         try:
-            with open(os.path.join(self.verify_dir, ppid), "rb") as handle:
-                raw = handle.read(128)
+            fd = os.open(os.path.join(self.verify_dir, ppid), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
-            return None
+            return None  # none, or a symbolic link (not followed)
+        try:
+            raw = os.read(fd, 128) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
+        finally:
+            os.close(fd)
         token = raw.decode("ascii", "replace").strip()
         if not TOKEN_RE.match(token):
             log.warning(f"verify request {self.verify_dir}/{ppid} holds no valid token; ignored")
@@ -747,16 +823,6 @@ class Spool:
 
 # ---------------------------------------------------------------------------------------
 # Delivery.
-
-class DeliveryError(Exception):
-    """A failed delivery attempt. permanent: the MTA refused the message itself (a 5xx reply
-    to MAIL, RCPT or DATA, or a sendmail exit status for bad data or addressee), so no retry
-    can deliver it; anything else (server down, 4xx, TLS, login) may pass on a retry."""
-
-    def __init__(self, message: str, permanent: bool = False) -> None:
-        super().__init__(message)
-        self.permanent = permanent
-
 
 # The sysexits.h codes by which a sendmail says that it refuses the message. Not
 # EX_UNAVAILABLE (69): postfix's sendmail exits with it while its daemon is down.
@@ -1004,6 +1070,8 @@ class Deliverer(threading.Thread):
         transport most likely). A message refused for good goes to bad/, the others go on."""
         try:
             data = self.spool.read(name)
+        except DeliveryError as err:
+            return self._failed(name, err)
         except OSError:
             self.pending.pop(name, None)  # gone (delivered by an earlier run): nothing to do
             return True
@@ -1377,11 +1445,8 @@ class Plugin:
             }
         self.status_written = now
         path = os.path.join(self.spool.dir, "status.json")
-        temporary = path + ".tmp"
         try:
-            with open(temporary, "w") as handle:
-                json.dump(document, handle, indent=1, sort_keys=True)
-            os.replace(temporary, path)
+            replace_file(path, json.dumps(document, indent=1, sort_keys=True).encode())
         except OSError as err:
             self.log.error(f"cannot write {path}: {err}")
 

@@ -1,11 +1,15 @@
 """The spool's guarantees, on the real plugin with real failures of the file system: what
 the plugin cannot deliver, ever, is moved out of the way to bad/ and holds up no other
-alert. (Delivery and its retries: test_delivery.py and test_faults.py.)"""
+alert; a spool that someone else could have filled is refused, and nothing in it is
+followed through a symbolic link. (Delivery and retries: test_delivery.py, test_faults.py.)"""
 
 import json
+import os
+import stat
 import time
 
 import pytest
+from conftest import run_plugin
 from fakes.harness import EventSource, PluginProcess, Sendmail, write_config
 from polling import wait_for
 
@@ -75,3 +79,99 @@ def test_a_corrupt_file_goes_to_bad_and_holds_up_no_alert(make_rig):
     lines = [line for line in rig.plugin.stderr().splitlines() if CORRUPT_NAME in line]
     assert len(lines) == 1, lines
     assert "failed for good, moved to" in lines[0] and "the message has no recipient" in lines[0]
+
+
+# ---------------------------------------------------------------------------------------
+# Ownership and symbolic links: the plugin runs as root and mails out what the queue holds.
+
+NOBODY = 65534
+
+
+def needs_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give directories to another user")
+
+
+def make_spool(rig: Rig) -> None:
+    rig.make_queue()
+    rig.bad.mkdir(mode=0o700)
+
+
+UNSAFE = {
+    # case: (how the spool is spoiled, the words of the refusal)
+    "queue mode 0777": (lambda rig: rig.queue.chmod(0o777),
+                        "queue is writable by group or others (mode 777); make it 0700"),
+    "bad mode 0770": (lambda rig: rig.bad.chmod(0o770),
+                      "bad is writable by group or others (mode 770)"),
+    "spool mode 0777": (lambda rig: rig.spool.chmod(0o777),
+                        "spool is writable by group or others (mode 777)"),
+    "spool owned by nobody": (lambda rig: os.chown(rig.spool, NOBODY, NOBODY),
+                              f"spool is owned by uid {NOBODY}, not 0"),
+    "queue owned by nobody": (lambda rig: os.chown(rig.queue, NOBODY, NOBODY),
+                              f"queue is owned by uid {NOBODY}, not 0"),
+    "queue a symbolic link": (lambda rig: (rig.queue.rmdir(), (rig.root / "elsewhere").mkdir(mode=0o700),
+                                           rig.queue.symlink_to(rig.root / "elsewhere")),
+                              "queue is not a directory"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNSAFE))
+def test_a_spool_someone_else_could_fill_is_refused(make_rig, case):
+    needs_root()
+    rig = make_rig()
+    make_spool(rig)
+    spoil, words = UNSAFE[case]
+    spoil(rig)
+    mode = stat.S_IMODE(os.lstat(rig.queue).st_mode)
+    result = run_plugin(["--config", rig.config], rig.source.matching(1)[0])
+    stderr = result.stderr.decode()
+    assert result.returncode == 1, f"{case}: exit {result.returncode}: {stderr}"
+    assert f"cannot use the spool directory {rig.spool}: " in stderr and words in stderr, stderr
+    assert stat.S_IMODE(os.lstat(rig.queue).st_mode) == mode, "left as it was found"
+    assert rig.sendmail.mails() == []
+
+
+def test_a_planted_status_tmp_link_is_not_written_through(make_rig):
+    rig = make_rig()
+    make_spool(rig)
+    victim = rig.root / "victim"
+    victim.write_text("precious\n")
+    (rig.spool / "status.json.tmp").symlink_to(victim)
+    result = run_plugin(["--config", rig.config], rig.source.matching(1)[0])
+    assert result.returncode == 0, result.stderr.decode()
+    assert victim.read_text() == "precious\n"
+    assert not os.path.lexists(rig.spool / "status.json.tmp")
+    assert rig.status()["queue"] == 0
+
+
+OUTSIDE = b"From: root@example.com\nTo: attacker@example.com\nSubject: a secret\n\nsecret\n"
+NOT_FILES = {
+    "symbolic link": lambda path, target: path.symlink_to(target),
+    "fifo": lambda path, _target: os.mkfifo(path),
+    "directory": lambda path, _target: path.mkdir(),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(NOT_FILES))
+def test_what_is_no_regular_file_in_the_queue_is_neither_followed_nor_mailed(make_rig, kind):
+    """A symbolic link to a message elsewhere (that root would mail out), a FIFO (opening
+    it waits for a writer), a directory: each goes to bad/ as it is; the alert that comes
+    next is delivered."""
+    rig = make_rig()
+    make_spool(rig)
+    outside = rig.root / "outside.eml"
+    outside.write_bytes(OUTSIDE)
+    NOT_FILES[kind](rig.queue / CORRUPT_NAME, outside)
+    events, ids = rig.source.matching(1)
+    rig.plugin.start()
+    rig.plugin.write(events)
+    wait_for(lambda: set(ids) <= set(rig.delivered_ids()), 30, "the alert after it")
+    assert rig.plugin.close() == 0
+    assert all(m.message["Subject"] != "a secret" for m in rig.sendmail.mails()), "mailed out"
+    assert rig.delivered_ids() == ids
+    assert [p.name for p in rig.bad.iterdir()] == [CORRUPT_NAME]
+    moved = rig.bad / CORRUPT_NAME
+    assert {"symbolic link": moved.is_symlink, "fifo": moved.is_fifo,
+            "directory": moved.is_dir}[kind]()
+    assert outside.read_bytes() == OUTSIDE
+    assert f"{CORRUPT_NAME} failed for good" in rig.plugin.stderr()
