@@ -62,7 +62,7 @@ def test_sighup_during_start_up_reloads_instead_of_killing(rig):
         assert code == 0, f"attempt {attempt}: SIGHUP {at * 1000:.0f} ms after the start " \
                           f"ended the plugin with {code}: {plugin.stderr()[-1000:]}"
         assert "config reloaded: 1 rules" in plugin.stderr(), "the held-back HUP was not handled"
-        wait_for(lambda: ids[0] in [m.event_id for m in sendmail.mails()], 30,
+        wait_for(lambda wanted=ids[0]: wanted in [m.event_id for m in sendmail.mails()], 30,
                  "the alert of the event sent after the HUP")
         print(f"attempt {attempt}: SIGHUP {at * 1000:.0f} ms after the start: reloaded, alerted")
 
