@@ -69,6 +69,8 @@ STATUS_INTERVAL = 1.0  # seconds between two writes of status.json
 QUEUE_SIZE = 1000  # names handed to the delivery worker; beyond that it re-scans the spool
 SHUTDOWN_DELIVERY = 10  # seconds (at least [mail] timeout) to deliver the queue at exit
 MAX_MESSAGE_BYTES = 4 << 20  # a queue file larger than any alert or digest can be
+UNSPOOLED_MAX = 1000  # alerts held in memory when the spool cannot take them (full disk)...
+UNSPOOLED_MAX_BYTES = 8 << 20  # ...and their bytes; beyond either, an alert is dropped
 
 FIELD_MAX = 200  # characters of one value in the summary
 SUBJECT_PART_MAX = 60  # characters of one value in the Subject header
@@ -746,25 +748,40 @@ class Spool:
             check_private_dir(path, follow=False)
         self.bad_count = len([n for n in os.listdir(self.bad_dir) if not n.startswith(".")])
 
-    def add(self, data: bytes) -> str:
+    def new_name(self) -> str:
+        """A name that sorts by acceptance time, unique in the plugin's lifetime."""
         with self._lock:
             self._seq += 1
-            name = f"{int(time.time() * 1e6):017d}-{os.getpid()}-{self._seq:06d}.eml"
-        temporary = os.path.join(self.queue_dir, "." + name + ".tmp")
+            return f"{int(time.time() * 1e6):017d}-{os.getpid()}-{self._seq:06d}.eml"
+
+    def add(self, data: bytes) -> str:
+        """Accept a message into the queue; its name. OSError when the spool cannot take it."""
+        name = self.new_name()
+        self._write(self.queue_dir, name, data)
+        return name
+
+    def add_bad(self, name: str, data: bytes) -> None:
+        """Keep a message that was never spooled, and cannot be delivered, in bad/."""
+        self._write(self.bad_dir, name, data)
+        self.bad_count += 1
+
+    @staticmethod
+    def _write(directory: str, name: str, data: bytes) -> None:
+        """Write the file whole or not at all: under a temporary name, synced, renamed."""
+        temporary = os.path.join(directory, "." + name + ".tmp")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.rename(temporary, os.path.join(self.queue_dir, name))
+            os.rename(temporary, os.path.join(directory, name))
         except BaseException:
             try:
                 os.unlink(temporary)
             except OSError:
                 pass
             raise
-        return name
 
     def names(self) -> List[str]:
         try:
@@ -985,6 +1002,8 @@ class Status:
         self.last_error_permanent = False  # the MTA refused that message: no retry can help
         self.last_delivery = None  # type: Optional[float]
         self.bad = 0  # files in <spool>/bad/
+        self.unspooled = 0  # alerts held in memory, the spool could not take them
+        self.dropped = 0  # alerts lost since start: no room in the spool nor in memory
         self.changed = True
 
 
@@ -992,7 +1011,8 @@ class Deliverer(threading.Thread):
     """The delivery worker: takes spooled names from a bounded queue and delivers them.
     A failure pauses all delivery (the transport is likely down) for retry_min seconds,
     doubling up to retry_max while failures go on; the failed message goes behind those
-    that failed less often, so one message that always fails cannot block the others."""
+    that failed less often, so one message that always fails cannot block the others.
+    Alerts the spool could not take come held in memory (hold), and are delivered alike."""
 
     def __init__(self, spool: Spool, status: Status, log: Log, config: Config) -> None:
         super().__init__(name="delivery", daemon=True)
@@ -1007,6 +1027,24 @@ class Deliverer(threading.Thread):
         self.pending = {}  # type: dict  # spool name -> failed attempts
         self.failures_in_a_row = 0
         self.paused_until = 0.0  # monotonic time
+        self.lock = threading.Lock()  # guards unspooled, which the reading thread adds to
+        self.unspooled = {}  # type: dict  # name -> message: accepted but not in the spool
+
+    def hold(self, data: bytes) -> bool:
+        """Take an alert the spool could not, to deliver it from memory; False (not taken)
+        when UNSPOOLED_MAX alerts or UNSPOOLED_MAX_BYTES are held already."""
+        with self.lock:
+            if len(self.unspooled) >= UNSPOOLED_MAX or \
+                    sum(map(len, self.unspooled.values())) + len(data) > UNSPOOLED_MAX_BYTES:
+                return False
+            name = self.spool.new_name()
+            self.unspooled[name] = data
+            held = len(self.unspooled)
+        with self.status.lock:  # now: the worker may be busy with a hung delivery
+            self.status.unspooled = held
+            self.status.changed = True
+        self.submit(name)
+        return True
 
     def submit(self, name: str) -> None:
         try:
@@ -1034,6 +1072,8 @@ class Deliverer(threading.Thread):
                         break
             self._publish()
             if last_pass:
+                self._spool_unspooled()
+                self._publish()
                 return  # what is left stays spooled for the next start
             if self.pending:
                 self._wait(max(0.05, self.paused_until - time.monotonic()))
@@ -1058,7 +1098,8 @@ class Deliverer(threading.Thread):
                 self.pending.setdefault(name, 0)
         if self.rescan:
             self.rescan = False
-            names = set(self.spool.names())
+            with self.lock:
+                names = set(self.spool.names()) | set(self.unspooled)
             for name in names:
                 self.pending.setdefault(name, 0)
             for name in list(self.pending):
@@ -1069,7 +1110,7 @@ class Deliverer(threading.Thread):
         """One attempt at one message. False: pause all delivery (a temporary failure, of the
         transport most likely). A message refused for good goes to bad/, the others go on."""
         try:
-            data = self.spool.read(name)
+            data = self._message(name)
         except DeliveryError as err:
             return self._failed(name, err)
         except OSError:
@@ -1085,9 +1126,17 @@ class Deliverer(threading.Thread):
         self._delivered(name)
         return True
 
+    def _message(self, name: str) -> bytes:
+        with self.lock:
+            data = self.unspooled.get(name)
+        return self.spool.read(name) if data is None else data
+
     def _delivered(self, name: str) -> None:
+        with self.lock:
+            held = self.unspooled.pop(name, None)
         try:
-            self.spool.remove(name)
+            if held is None:
+                self.spool.remove(name)
         except OSError as err:
             self.log.error(f"delivered {name} but cannot remove it: {err}")
         self.pending.pop(name, None)
@@ -1114,9 +1163,19 @@ class Deliverer(threading.Thread):
 
     def _quarantine(self, name: str, err: DeliveryError) -> bool:
         """Move a message that no retry can deliver to bad/, out of the others' way."""
+        with self.lock:
+            held = self.unspooled.pop(name, None)
         try:
-            self.spool.move_to_bad(name)
+            if held is None:
+                self.spool.move_to_bad(name)
+            else:
+                self.spool.add_bad(name, held)
         except OSError as failure:
+            if held is not None:  # no retry can deliver it, and there is no room to keep it
+                self.pending.pop(name, None)
+                self._count_dropped(1, f"{name}, held in memory, failed for good ({err}) and "
+                                       f"cannot be written to {self.spool.bad_dir}: {failure}")
+                return True
             self.log.error(f"cannot move {name} to {self.spool.bad_dir}: {failure}")
             return False  # then it is retried like any failure, with the pause
         self.pending.pop(name, None)
@@ -1127,10 +1186,33 @@ class Deliverer(threading.Thread):
         return True
 
     def _publish(self) -> None:
+        with self.lock:
+            unspooled = len(self.unspooled)
         with self.status.lock:
-            if self.status.queue != len(self.pending):
-                self.status.queue = len(self.pending)
+            if (self.status.queue, self.status.unspooled) != (len(self.pending), unspooled):
+                self.status.queue, self.status.unspooled = len(self.pending), unspooled
                 self.status.changed = True
+
+    def _spool_unspooled(self) -> None:
+        """At exit: the alerts still held in memory go to the spool if it has room again;
+        the others are lost."""
+        with self.lock:
+            held, self.unspooled = self.unspooled, {}
+        lost = 0
+        for data in held.values():
+            try:
+                self.spool.add(data)
+            except OSError:
+                lost += 1
+        if lost:
+            self._count_dropped(lost, f"{lost} alerts held in memory are lost at exit: "
+                                      "the spool still cannot take them")
+
+    def _count_dropped(self, count: int, message: str) -> None:
+        self.log.error(message)
+        with self.status.lock:
+            self.status.dropped += count
+            self.status.changed = True
 
 
 # ---------------------------------------------------------------------------------------
@@ -1170,6 +1252,7 @@ class Plugin:
         self.partial = b""
         self.status = Status()
         self.status_written = 0.0
+        self.status_error = None  # type: Optional[str]  # the last failure to write it
         self.stop_requested = False
         self.reload_requested = False
         self.spool = Spool(config.spool_dir)
@@ -1409,15 +1492,22 @@ class Plugin:
         try:
             name = self.spool.add(data)
         except OSError as err:
-            # Nowhere to keep it: try to hand it over right away rather than drop it.
-            self.log.error(f"cannot spool an alert ({err}); delivering it directly")
-            try:
-                (send_smtp if self.config.transport == "smtp" else send_sendmail)(self.config, data)
-            except DeliveryError as failure:
-                self.log.error(f"alert lost: {failure}")
+            self._hold(data, err)
             return
         if self.deliverer:
             self.deliverer.submit(name)
+
+    def _hold(self, data: bytes, err: OSError) -> None:
+        """The spool cannot take an alert (disk full, read-only): the worker gets it in
+        memory, so that this thread never waits for mail; beyond that bound it is lost."""
+        if self.deliverer and self.deliverer.hold(data):
+            self.log.error(f"cannot spool an alert ({err}); it is held in memory for delivery")
+            return
+        self.log.error(f"cannot spool an alert ({err}), and {UNSPOOLED_MAX} alerts or "
+                       f"{UNSPOOLED_MAX_BYTES >> 20} MB are held in memory already: it is dropped")
+        with self.status.lock:
+            self.status.dropped += 1
+            self.status.changed = True
 
     def write_status(self, force: bool = False) -> None:
         if self.print_only:
@@ -1442,13 +1532,20 @@ class Plugin:
                 "last_error_permanent": self.status.last_error_permanent,
                 "last_delivery": self.status.last_delivery,
                 "bad": self.status.bad,
+                "unspooled": self.status.unspooled,
+                "dropped": self.status.dropped,
             }
         self.status_written = now
         path = os.path.join(self.spool.dir, "status.json")
         try:
             replace_file(path, json.dumps(document, indent=1, sort_keys=True).encode())
         except OSError as err:
-            self.log.error(f"cannot write {path}: {err}")
+            self.status.changed = True  # try again at the next tick; say so once
+            if str(err) != self.status_error:
+                self.log.error(f"cannot write {path}: {err}")
+            self.status_error = str(err)
+            return
+        self.status_error = None
 
     def shutdown(self) -> None:
         """EOF or SIGTERM: finish the events auparse holds, digest every window, then give

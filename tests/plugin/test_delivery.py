@@ -55,9 +55,10 @@ def test_status_file_reports_rules_queue_and_delivery(tmp_path, fake_sendmail):
     assert run_plugin(["--config", config], data).returncode == 0
     status = json.loads((spool / "status.json").read_text())
     assert set(status) == {"pid", "updated", "rules", "queue", "last_error",
-                           "last_error_permanent", "last_delivery", "bad"}
+                           "last_error_permanent", "last_delivery", "bad", "unspooled",
+                           "dropped"}
     assert status["queue"] == 0 and status["last_error"] is None
-    assert status["bad"] == 0
+    assert (status["bad"], status["unspooled"], status["dropped"]) == (0, 0, 0)
     assert status["last_delivery"] >= status["updated"] - 60
     flood = status["rules"]["flood"]
     assert flood["keys"] == ["amx-flood"] and flood["sent"] == 4

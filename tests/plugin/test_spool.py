@@ -3,10 +3,14 @@ the plugin cannot deliver, ever, is moved out of the way to bad/ and holds up no
 alert; a spool that someone else could have filled is refused, and nothing in it is
 followed through a symbolic link. (Delivery and retries: test_delivery.py, test_faults.py.)"""
 
+import errno
 import json
 import os
 import stat
+import subprocess
+import threading
 import time
+from pathlib import Path
 
 import pytest
 from conftest import run_plugin
@@ -175,3 +179,99 @@ def test_what_is_no_regular_file_in_the_queue_is_neither_followed_nor_mailed(mak
             "directory": moved.is_dir}[kind]()
     assert outside.read_bytes() == OUTSIDE
     assert f"{CORRUPT_NAME} failed for good" in rig.plugin.stderr()
+
+
+# ---------------------------------------------------------------------------------------
+# A spool that cannot take an alert: full or read-only. The reading thread never waits
+# for mail; the worker delivers the alert from memory.
+
+UNSPOOLED_MAX = 1000  # the plugin's bound on alerts held in memory
+
+
+@pytest.fixture
+def tmpfs():
+    """mount(path, options): a small tmpfs there (root only), unmounted at the end."""
+    needs_root()
+    mounted = []
+
+    def mount(path, options="size=200k"):
+        path.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"{options},mode=0700", "tmpfs",
+                               str(path)], capture_output=True, check=False)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs: {done.stderr.decode().strip()}")
+        mounted.append(path)
+    yield mount
+    for path in reversed(mounted):
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def fill(directory) -> "Path":
+    """Fill the file system of directory up to the last block; the filler file."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError as err:
+        assert err.errno == errno.ENOSPC, err
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_a_full_spool_never_stalls_the_reader_and_memory_holds_the_alerts(make_rig, tmpfs):
+    """The whole spool on a full 200 KB tmpfs, sendmail hanging, timeout 10 s: four alerts
+    that cannot be spooled. A plugin that delivered them itself, on the reading thread,
+    stopped reading stdin for 4 x 10 s. Then space comes back: status.json says that four
+    alerts are held in memory; then the MTA: they are delivered from memory."""
+    rig = make_rig(timeout=10)
+    tmpfs(rig.spool)
+    filler = fill(rig.spool)
+    rig.sendmail.set_mode("hang")
+    events, ids = rig.source.matching(4)
+    noise = rig.source.noise(3000)  # 4 MB: far more than a pipe holds
+    rig.plugin.start()
+    wrote = threading.Event()
+    threading.Thread(target=lambda: (rig.plugin.write(events + noise), wrote.set()),
+                     daemon=True).start()
+    assert wrote.wait(8), "the plugin stopped reading stdin while the spool was full"
+
+    wait_for(lambda: rig.plugin.stderr().count("cannot spool an alert") == 4, 20,
+             "four alerts that could not be spooled")
+    assert rig.plugin.stderr().count("it is held in memory for delivery") == 4
+    wait_for(lambda: f"cannot write {rig.spool}/status.json" in rig.plugin.stderr(), 10,
+             "a failed write of status.json")
+    leftovers = [p.name for d in (rig.spool, rig.queue) for p in d.iterdir() if p.name.endswith(".tmp")]
+    assert leftovers == [], "a failed write left its temporary file behind"
+
+    filler.unlink()
+    wait_for(lambda: rig.status().get("unspooled") == 4, 10, "status.json: 4 alerts in memory")
+    assert rig.status()["dropped"] == 0
+    assert rig.plugin.queued() == []
+    rig.sendmail.set_mode("deliver")
+    rig.sendmail.kill_hung()
+    wait_for(lambda: rig.delivered_ids() == sorted(ids), 60, "the alerts, delivered from memory")
+    wait_for(lambda: rig.status().get("unspooled") == 0, 10, "status.json: none left in memory")
+    assert rig.plugin.close() == 0
+
+
+def test_memory_holds_a_bounded_number_then_drops_and_counts(make_rig, tmpfs):
+    """queue/ read-only, the MTA failing: UNSPOOLED_MAX alerts are held in memory, the
+    next three are dropped, each with a log line, and counted; at exit the held ones
+    still cannot be spooled, so they are lost, and counted."""
+    rig = make_rig()
+    rig.make_queue()
+    tmpfs(rig.queue, "ro,size=200k")
+    rig.sendmail.set_mode("fail")
+    events, _ids = rig.source.matching(UNSPOOLED_MAX + 3)
+    rig.plugin.start()
+    rig.plugin.write(events)
+    wait_for(lambda: rig.status().get("dropped") == 3, 60, "three alerts dropped")
+    wait_for(lambda: rig.status().get("unspooled") == UNSPOOLED_MAX, 10,
+             f"status.json: {UNSPOOLED_MAX} alerts in memory")
+    assert rig.plugin.stderr().count("it is dropped") == 3
+    assert rig.plugin.close() == 0
+    assert f"{UNSPOOLED_MAX} alerts held in memory are lost at exit" in rig.plugin.stderr()
+    final = rig.status()
+    assert (final["dropped"], final["unspooled"]) == (UNSPOOLED_MAX + 3, 0)
