@@ -62,7 +62,7 @@ EXIT_USAGE = 2
 TICK = 0.5  # seconds between timer duties (event aging, window ends, status file)
 EOE_TIMEOUT = 1  # seconds after which auparse completes an event that got no EOE record
 READ_SIZE = 65536
-MAX_PARTIAL_LINE = 1 << 20  # a "line" longer than this is fed as it is, not buffered forever
+MAX_LINE = 65536  # bytes of one record line; the kernel writes at most about 9 KB
 MAX_CANDIDATES = 10000  # serials of events whose key looked right, waiting for auparse
 MAX_DIGEST_GROUPS = 1000  # distinct subject/action/object groups kept per digest
 STATUS_INTERVAL = 1.0  # seconds between two writes of status.json
@@ -395,29 +395,49 @@ def stderr_is_useful() -> bool:
 # ---------------------------------------------------------------------------------------
 # Turning attacker-controlled text into something safe to show.
 
+# Characters that escape_text looks at one by one: all but printable ASCII and backslash.
+NOT_PLAIN_RE = re.compile(r"[^\x20-\x5b\x5d-\x7e]")
+
+
 def escape_text(text: str, limit: int) -> str:
     """Make text one printable line: control characters, lone surrogates (undecodable
     bytes) and line separators become visible escapes; longer than limit is cut with a
-    marker saying how much was cut."""
-    out = []
-    for char in text:
-        code = ord(char)
-        if code < 0x20 or code == 0x7F or 0x80 <= code < 0xA0:
-            out.append(f"\\x{code:02x}")
-        elif 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
-            out.append(f"\\x{code - 0xDC00:02x}")
-        elif 0xD800 <= code <= 0xDFFF or code in (0x2028, 0x2029, 0xFEFF) or \
-                0x202A <= code <= 0x202E or 0x2066 <= code <= 0x2069:
-            out.append(f"\\u{code:04x}")  # separators and bidi overrides
-        elif char == "\\":
-            out.append("\\\\")
-        else:
-            out.append(char)
-    escaped = "".join(out)
-    if len(escaped) > limit:
-        cut = len(escaped) - limit
-        escaped = f"{escaped[:limit]}...[{cut} more characters]"
-    return escaped
+    marker saying how many characters were cut. Only what is shown is escaped, so that a
+    huge value costs no more than a short one."""
+    if NOT_PLAIN_RE.search(text, 0, limit):
+        shown, used = _escape_head(text, limit)
+    else:
+        shown, used = text[:limit], min(len(text), limit)
+    if used < len(text):
+        return f"{shown}...[{len(text) - used} more characters]"
+    return shown
+
+
+def _escape_head(text: str, limit: int) -> Tuple[str, int]:
+    """The escaped start of text, at most limit characters long and with no escape cut
+    in two, and how many characters of text it shows."""
+    out, size = [], 0
+    for used, char in enumerate(text[:limit]):
+        shown = _escape_char(char)
+        if size + len(shown) > limit:
+            return "".join(out), used
+        out.append(shown)
+        size += len(shown)
+    return "".join(out), min(len(text), limit)
+
+
+def _escape_char(char: str) -> str:
+    code = ord(char)
+    if code < 0x20 or code == 0x7F or 0x80 <= code < 0xA0:
+        return f"\\x{code:02x}"
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+        return f"\\x{code - 0xDC00:02x}"
+    if 0xD800 <= code <= 0xDFFF or code in (0x2028, 0x2029, 0xFEFF) or \
+            0x202A <= code <= 0x202E or 0x2066 <= code <= 0x2069:
+        return f"\\u{code:04x}"  # separators and bidi overrides
+    if char == "\\":
+        return "\\\\"
+    return char
 
 
 def header_text(text: str, limit: int) -> str:
@@ -1004,6 +1024,7 @@ class Status:
         self.bad = 0  # files in <spool>/bad/
         self.unspooled = 0  # alerts held in memory, the spool could not take them
         self.dropped = 0  # alerts lost since start: no room in the spool nor in memory
+        self.long_lines = 0  # input lines dropped for being longer than MAX_LINE
         self.changed = True
 
 
@@ -1249,7 +1270,8 @@ class Plugin:
         self.pattern = key_pattern(config.rules)
         self.candidates = OrderedDict()  # type: OrderedDict  # serial -> None
         self.windows = {}  # type: dict  # rule name -> Window
-        self.partial = b""
+        self.partial = b""  # the start of a line whose end has not come yet
+        self.skipping = False  # inside a line longer than MAX_LINE: drop up to its end
         self.status = Status()
         self.status_written = 0.0
         self.status_error = None  # type: Optional[str]  # the last failure to write it
@@ -1373,28 +1395,58 @@ class Plugin:
         self.write_status()
 
     def feed(self, data: bytes) -> None:
-        """Note the serials of records whose key looks watched, then feed auparse the chunk
-        as it came (auparse joins partial lines itself). Only complete lines are scanned;
-        the chunk is never copied, so that non-matching traffic costs one regex pass."""
+        """Hand auparse the complete lines of a chunk (at most MAX_LINE bytes each: a longer
+        one, from a saved log of unknown origin, would be buffered whole by auparse), after
+        noting the serials of records whose key looks watched."""
         if b"\0" in data:
             # auparse ends a record at a NUL byte, which would hide a key= after it; the
             # kernel never writes one raw, so only hostile input has it: show it as ^@.
             data = data.replace(b"\0", b"^@")
+        if self.skipping:
+            end = data.find(b"\n")
+            if end < 0:
+                return
+            self.skipping = False
+            data = data[end + 1:]
         last = data.rfind(b"\n")
         if last < 0:
-            self.partial += data
-            if len(self.partial) > MAX_PARTIAL_LINE:  # no line end in sight: scan it now
-                self._scan(self.partial, 0, len(self.partial))
-                self.partial = b""
+            self._keep_partial(data)
+            return
+        start = 0
+        if self.partial:  # the line begun in an earlier chunk ends here
+            start = data.find(b"\n") + 1
+            self._feed_lines(self.partial + data[:start])
+            self.partial = b""
+        self._feed_lines(data[start:last + 1])  # the chunk itself when it is all whole lines
+        self._keep_partial(data[last + 1:])
+
+    def _feed_lines(self, lines: bytes) -> None:
+        """Scan and feed complete lines, leaving out those longer than MAX_LINE."""
+        if len(lines) > MAX_LINE:  # else none of them can be that long
+            kept = [line for line in lines.split(b"\n")[:-1] if len(line) <= MAX_LINE]
+            self._count_long_lines(lines.count(b"\n") - len(kept))
+            lines = b"".join(line + b"\n" for line in kept)
+        if lines:
+            self._scan(lines, 0, len(lines))
+            self.au.feed(lines)
+
+    def _keep_partial(self, data: bytes) -> None:
+        if len(self.partial) + len(data) > MAX_LINE:
+            self.partial = b""
+            self.skipping = True
+            self._count_long_lines(1)
         else:
-            start = 0
-            if self.partial:  # the line begun in an earlier chunk ends here
-                start = data.find(b"\n") + 1
-                line = self.partial + data[:start]
-                self._scan(line, 0, len(line))
-            self._scan(data, start, last + 1)
-            self.partial = data[last + 1:]
-        self.au.feed(data)
+            self.partial += data
+
+    def _count_long_lines(self, count: int) -> None:
+        """One log line for the first; status.json (and the log at exit) has the count."""
+        if not count:
+            return
+        if not self.status.long_lines:
+            self.log.warning(f"dropped a line longer than {MAX_LINE} bytes (no audit record is); "
+                             "the others are only counted (long_lines in status.json)")
+        self.status.long_lines += count
+        self.status.changed = True
 
     def _scan(self, buffer: bytes, start: int, end: int) -> None:
         for match in self.pattern.finditer(buffer, start, end):
@@ -1409,10 +1461,11 @@ class Plugin:
         """End of input: a last line without its newline still counts; auparse hands over
         every event it still holds."""
         if self.partial:
-            self._scan(self.partial, 0, len(self.partial))
+            self._feed_lines(self.partial + b"\n")
             self.partial = b""
-            self.au.feed(b"\n")
         self.au.flush_feed()
+        if self.status.long_lines:
+            self.log.warning(f"input lines longer than {MAX_LINE} bytes dropped: {self.status.long_lines}")
 
     def on_candidate(self, au) -> None:
         serial = au.get_timestamp().serial
@@ -1534,6 +1587,7 @@ class Plugin:
                 "bad": self.status.bad,
                 "unspooled": self.status.unspooled,
                 "dropped": self.status.dropped,
+                "long_lines": self.status.long_lines,
             }
         self.status_written = now
         path = os.path.join(self.spool.dir, "status.json")

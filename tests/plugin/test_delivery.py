@@ -56,9 +56,9 @@ def test_status_file_reports_rules_queue_and_delivery(tmp_path, fake_sendmail):
     status = json.loads((spool / "status.json").read_text())
     assert set(status) == {"pid", "updated", "rules", "queue", "last_error",
                            "last_error_permanent", "last_delivery", "bad", "unspooled",
-                           "dropped"}
+                           "dropped", "long_lines"}
     assert status["queue"] == 0 and status["last_error"] is None
-    assert (status["bad"], status["unspooled"], status["dropped"]) == (0, 0, 0)
+    assert (status["bad"], status["unspooled"], status["dropped"], status["long_lines"]) == (0, 0, 0, 0)
     assert status["last_delivery"] >= status["updated"] - 60
     flood = status["rules"]["flood"]
     assert flood["keys"] == ["amx-flood"] and flood["sent"] == 4

@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterable
 from email.parser import BytesParser
@@ -163,6 +164,36 @@ def alive(pid: int) -> bool:
             return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (FileNotFoundError, IndexError):
         return False
+
+
+class PeakRss:
+    """The peak resident size of a running process, sampled from /proc/PID/status (VmHWM,
+    which exec resets; wait4's ru_maxrss would count the test's own memory, copied at
+    fork) until it exits. peak: megabytes."""
+
+    def __init__(self, pid: int, interval: float = 0.01) -> None:
+        self.pid = pid
+        self.peak = 0.0
+        self.interval = interval
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+
+    def _sample(self) -> None:
+        while True:
+            try:
+                with open(f"/proc/{self.pid}/status") as handle:
+                    found = re.search(r"^VmHWM:\s+(\d+) kB", handle.read(), re.MULTILINE)
+            except OSError:
+                return  # gone
+            if not found:
+                return  # a zombie: its memory is gone
+            self.peak = max(self.peak, int(found.group(1)) / 1024)
+            time.sleep(self.interval)
+
+    def result(self, timeout: float = 10) -> float:
+        """The peak, once the process has exited (call after waiting for it)."""
+        self.thread.join(timeout)
+        return self.peak
 
 
 # ---------------------------------------------------------------------------------------
