@@ -720,6 +720,22 @@ def check_private_dir(path: str, follow: bool) -> None:
                               f"(mode {stat.S_IMODE(info.st_mode):o}); make it 0700")
 
 
+def sync_dir(path: str) -> None:
+    """fsync a directory, so that a file created, renamed or removed in it stays so after
+    a power failure. Best effort: the change itself is done, and a directory that cannot
+    be synced is no reason to take it back."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def replace_file(path: str, data: bytes) -> None:
     """Write path anew through path.tmp, renamed over it. A .tmp left behind, or planted (a
     symbolic link to another file), is removed first: never followed, never written through."""
@@ -802,6 +818,7 @@ class Spool:
             except OSError:
                 pass
             raise
+        sync_dir(directory)  # the rename itself must survive a power failure
 
     def names(self) -> List[str]:
         try:
@@ -834,9 +851,12 @@ class Spool:
 
     def remove(self, name: str) -> None:
         os.unlink(os.path.join(self.queue_dir, name))
+        sync_dir(self.queue_dir)  # else a delivered alert may be back after a power failure
 
     def move_to_bad(self, name: str) -> None:
         os.rename(os.path.join(self.queue_dir, name), os.path.join(self.bad_dir, name))
+        sync_dir(self.bad_dir)
+        sync_dir(self.queue_dir)
         self.bad_count += 1
 
     def verify_token(self, ppid: str, log: Log) -> Optional[str]:

@@ -6,6 +6,8 @@ followed through a symbolic link. (Delivery and retries: test_delivery.py, test_
 import errno
 import json
 import os
+import re
+import shutil
 import stat
 import subprocess
 import threading
@@ -13,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_plugin
+from conftest import PLUGIN, PYTHON, run_plugin
 from fakes.harness import EventSource, PluginProcess, Sendmail, write_config
 from polling import wait_for
 
@@ -275,3 +277,55 @@ def test_memory_holds_a_bounded_number_then_drops_and_counts(make_rig, tmpfs):
     assert f"{UNSPOOLED_MAX} alerts held in memory are lost at exit" in rig.plugin.stderr()
     final = rig.status()
     assert (final["dropped"], final["unspooled"]) == (UNSPOOLED_MAX + 3, 0)
+
+
+# ---------------------------------------------------------------------------------------
+# Durability: what strace sees the plugin do.
+
+TRACED = "trace=fsync,rename,renameat,renameat2,unlink,unlinkat"
+TRACE_LINE = re.compile(r"^(\d+) +(\w+)\((.*)")
+
+
+def traced_calls(trace: Path) -> "dict[str, list]":
+    """{thread id: [(call, [paths])]} from `strace -f -y` output, in order; a call split
+    by another thread's (<unfinished ...>, <... resumed>) counts where it began."""
+    calls = {}
+    for line in trace.read_text().splitlines():
+        found = TRACE_LINE.match(line)
+        if found and not found.group(3).startswith("..."):
+            paths = re.findall(r'"([^"]*)"|<(/[^>]*)>', found.group(3))
+            calls.setdefault(found.group(1), []).append(
+                (found.group(2), [quoted or fd for quoted, fd in paths]))
+    return calls
+
+
+def test_each_change_to_the_queue_is_synced_file_and_directory(make_rig):
+    """A spooled alert: the file is fsynced before its rename, and the queue directory
+    after it; a delivered one: the directory after its unlink. Else a power failure can
+    lose an accepted alert, or bring back a delivered one."""
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.skip("strace is not installed")
+    rig = make_rig()
+    events, ids = rig.source.matching(2)
+    trace = rig.root / "trace"
+    done = subprocess.run([strace, "-f", "-qq", "-y", "-e", TRACED, "-o", str(trace), PYTHON,
+                           str(PLUGIN), "--config", str(rig.config)],
+                          input=events, capture_output=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert rig.delivered_ids() == sorted(ids) and rig.plugin.queued() == []
+    queue = str(rig.queue)
+    renamed = unlinked = 0
+    for thread, calls in traced_calls(trace).items():
+        queue_calls = [(call, paths) for call, paths in calls
+                       if any(os.path.dirname(p) == queue or p == queue for p in paths)]
+        for at, (call, paths) in enumerate(queue_calls):
+            if call.startswith("rename"):
+                renamed += 1
+                assert ("fsync", [paths[0]]) in queue_calls[:at], f"{paths[0]} renamed unsynced"
+            if call.startswith(("rename", "unlink")):
+                unlinked += call.startswith("unlink")
+                later = queue_calls[at + 1:at + 2]
+                assert later == [("fsync", [queue])], \
+                    f"thread {thread}: {call} {paths} not followed by an fsync of {queue}: {later}"
+    assert (renamed, unlinked) == (2, 2), (renamed, unlinked)
