@@ -782,7 +782,16 @@ class Spool:
             except FileExistsError:
                 pass
             check_private_dir(path, follow=False)
+            self._remove_leftovers(path)
         self.bad_count = len([n for n in os.listdir(self.bad_dir) if not n.startswith(".")])
+
+    @staticmethod
+    def _remove_leftovers(directory: str) -> None:
+        """Remove the .NAME.tmp files of writes that a kill or a crash cut short: no other
+        process writes here, and the plugin has not begun to."""
+        for name in os.listdir(directory):
+            if name.startswith(".") and name.endswith(".tmp"):
+                os.unlink(os.path.join(directory, name))
 
     def new_name(self) -> str:
         """A name that sorts by acceptance time, unique in the plugin's lifetime."""

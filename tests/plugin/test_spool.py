@@ -329,3 +329,21 @@ def test_each_change_to_the_queue_is_synced_file_and_directory(make_rig):
                 assert later == [("fsync", [queue])], \
                     f"thread {thread}: {call} {paths} not followed by an fsync of {queue}: {later}"
     assert (renamed, unlinked) == (2, 2), (renamed, unlinked)
+
+
+def test_temporary_files_left_by_a_kill_are_removed_at_start(make_rig):
+    """A SIGKILL in the middle of a write leaves .NAME.tmp behind; the next start removes
+    them, and leaves everything else as it is."""
+    rig = make_rig()
+    make_spool(rig)
+    leftovers = [rig.queue / ".01796000000000000-1-000001.eml.tmp",
+                 rig.bad / ".01796000000000000-1-000002.eml.tmp"]
+    for path in leftovers:
+        path.write_bytes(b"From: a@example.com\nTo: b@exa")
+    kept = rig.bad / "01796000000000000-1-000003.eml"
+    kept.write_bytes(b"refused for good\n")
+    rig.plugin.start()
+    wait_for(lambda: not any(p.exists() for p in leftovers), 15, "the leftovers to go")
+    assert rig.plugin.close() == 0
+    assert [p.name for p in rig.bad.iterdir()] == [kept.name]
+    assert rig.status()["bad"] == 1
