@@ -69,7 +69,9 @@ STATUS_INTERVAL = 1.0  # seconds between two writes of status.json
 QUEUE_SIZE = 1000  # names handed to the delivery worker; beyond that it re-scans the spool
 SHUTDOWN_DELIVERY = 10  # seconds (at least [mail] timeout) to deliver the queue at exit
 MAX_MESSAGE_BYTES = 4 << 20  # a queue file larger than any alert or digest can be
-UNSPOOLED_MAX = 1000  # alerts held in memory when the spool cannot take them (full disk)...
+SPOOL_MAX_FILES = 10000  # alerts waiting in queue/ (an MTA down for long)...
+SPOOL_MAX_BYTES = 256 << 20  # ...and their bytes; beyond either, an alert is held in memory
+UNSPOOLED_MAX = 1000  # alerts held in memory when the spool cannot take them...
 UNSPOOLED_MAX_BYTES = 8 << 20  # ...and their bytes; beyond either, an alert is dropped
 
 FIELD_MAX = 200  # characters of one value in the summary
@@ -706,6 +708,10 @@ class DeliveryError(Exception):
         self.permanent = permanent
 
 
+class SpoolFull(OSError):
+    """The queue holds SPOOL_MAX_FILES files or SPOOL_MAX_BYTES already."""
+
+
 def check_private_dir(path: str, follow: bool) -> None:
     """Refuse a directory that someone else could have filled or can change: one not owned
     by the plugin's user (root) or writable by group or others; with follow False, a
@@ -768,7 +774,9 @@ class Spool:
         self.verify_dir = os.path.join(directory, "verify")
         self.bad_count = 0  # files in bad/: counted at start, plus those moved there since
         self._seq = 0
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _seq, _sizes and _bytes: two threads use them
+        self._sizes = {}  # type: dict  # name -> bytes of each file in queue/
+        self._bytes = 0  # their sum
 
     def prepare(self) -> None:
         """Make or check the directories: PermissionError when someone else could have put
@@ -784,6 +792,11 @@ class Spool:
             check_private_dir(path, follow=False)
             self._remove_leftovers(path)
         self.bad_count = len([n for n in os.listdir(self.bad_dir) if not n.startswith(".")])
+        for name in self.names():
+            try:
+                self._note(name, os.lstat(os.path.join(self.queue_dir, name)).st_size)
+            except OSError:
+                pass
 
     @staticmethod
     def _remove_leftovers(directory: str) -> None:
@@ -800,10 +813,26 @@ class Spool:
             return f"{int(time.time() * 1e6):017d}-{os.getpid()}-{self._seq:06d}.eml"
 
     def add(self, data: bytes) -> str:
-        """Accept a message into the queue; its name. OSError when the spool cannot take it."""
+        """Accept a message into the queue; its name. OSError when the spool cannot take it:
+        SpoolFull at the queue's bound (SPOOL_MAX_FILES, SPOOL_MAX_BYTES)."""
+        with self._lock:
+            if len(self._sizes) >= SPOOL_MAX_FILES or self._bytes + len(data) > SPOOL_MAX_BYTES:
+                raise SpoolFull(f"the queue is at its bound: {len(self._sizes)} files, "
+                                f"{self._bytes >> 20} MB")
         name = self.new_name()
         self._write(self.queue_dir, name, data)
+        self._note(name, len(data))
         return name
+
+    def _note(self, name: str, size: int) -> None:
+        with self._lock:
+            self._sizes[name] = size
+            self._bytes += size
+
+    def forget(self, name: str) -> None:
+        """A queue file is gone: it no longer counts towards the bound."""
+        with self._lock:
+            self._bytes -= self._sizes.pop(name, 0)
 
     def add_bad(self, name: str, data: bytes) -> None:
         """Keep a message that was never spooled, and cannot be delivered, in bad/."""
@@ -860,10 +889,12 @@ class Spool:
 
     def remove(self, name: str) -> None:
         os.unlink(os.path.join(self.queue_dir, name))
+        self.forget(name)
         sync_dir(self.queue_dir)  # else a delivered alert may be back after a power failure
 
     def move_to_bad(self, name: str) -> None:
         os.rename(os.path.join(self.queue_dir, name), os.path.join(self.bad_dir, name))
+        self.forget(name)
         sync_dir(self.bad_dir)
         sync_dir(self.queue_dir)
         self.bad_count += 1
@@ -1165,6 +1196,7 @@ class Deliverer(threading.Thread):
             return self._failed(name, err)
         except OSError:
             self.pending.pop(name, None)  # gone (delivered by an earlier run): nothing to do
+            self.spool.forget(name)
             return True
         try:
             if self.config.transport == "smtp":

@@ -347,3 +347,44 @@ def test_temporary_files_left_by_a_kill_are_removed_at_start(make_rig):
     assert rig.plugin.close() == 0
     assert [p.name for p in rig.bad.iterdir()] == [kept.name]
     assert rig.status()["bad"] == 1
+
+
+# ---------------------------------------------------------------------------------------
+# The queue's bound: 10,000 files or 256 MB (an MTA down for long; verification alerts,
+# which the rate limit does not count). Beyond it an alert is held in memory, as on a
+# full disk, and the reading thread goes on.
+
+SPOOL_MAX_FILES, SPOOL_MAX_BYTES = 10000, 256 << 20
+WAITING = b"From: a@example.com\nTo: b@example.com\nSubject: waiting\n\nfor the MTA\n"
+
+
+def fill_queue_to_files(rig: Rig) -> None:
+    for number in range(SPOOL_MAX_FILES):
+        (rig.queue / f"{number + 1:017d}-1-000001.eml").write_bytes(WAITING)
+
+
+def fill_queue_to_bytes(rig: Rig) -> None:
+    (rig.queue / f"{1:017d}-1-000001.eml").write_bytes(WAITING)  # tried first, and fails
+    with open(rig.queue / f"{2:017d}-1-000001.eml", "wb") as sparse:
+        sparse.truncate(SPOOL_MAX_BYTES - len(WAITING))  # no room for an alert on top
+
+
+@pytest.mark.parametrize("fill, files", [(fill_queue_to_files, SPOOL_MAX_FILES),
+                                         (fill_queue_to_bytes, 2)], ids=["files", "bytes"])
+def test_at_its_bound_the_queue_takes_no_more_and_memory_holds_the_alert(make_rig, fill, files):
+    rig = make_rig(retry_min=60)
+    make_spool(rig)
+    fill(rig)
+    rig.sendmail.set_mode("fail")
+    events, _ids = rig.source.matching(2)
+    rig.plugin.start()
+    wait_for(lambda: "delivery of 00000000000000001-1-000001.eml failed" in rig.plugin.stderr(),
+             30, "the first delivery to fail (delivery then pauses 60 s)")
+    rig.plugin.write(events)
+    wait_for(lambda: rig.status().get("unspooled") == 2, 30, "status.json: 2 alerts in memory")
+    refused = [line for line in rig.plugin.stderr().splitlines() if "cannot spool an alert" in line]
+    assert len(refused) == 2, refused
+    assert all("the queue is at its bound" in line and "held in memory" in line for line in refused)
+    assert len(list(rig.queue.iterdir())) == files
+    assert rig.plugin.close() == 0
+    assert rig.status()["dropped"] == 2, "still no room at exit: lost, and counted"
