@@ -1192,12 +1192,14 @@ class Deliverer(threading.Thread):
         transport most likely). A message refused for good goes to bad/, the others go on."""
         try:
             data = self._message(name)
-        except DeliveryError as err:
-            return self._failed(name, err)
-        except OSError:
+        except FileNotFoundError:
             self.pending.pop(name, None)  # gone (delivered by an earlier run): nothing to do
             self.spool.forget(name)
             return True
+        except DeliveryError as err:
+            return self._failed(name, err)
+        except OSError as err:  # kept: an I/O error may pass, and the file is all there is
+            return self._failed(name, DeliveryError(f"cannot read it: {err}"))
         try:
             if self.config.transport == "smtp":
                 send_smtp(self.config, data)

@@ -388,3 +388,33 @@ def test_at_its_bound_the_queue_takes_no_more_and_memory_holds_the_alert(make_ri
     assert len(list(rig.queue.iterdir())) == files
     assert rig.plugin.close() == 0
     assert rig.status()["dropped"] == 2, "still no room at exit: lost, and counted"
+
+
+# Root without the capabilities that let it read any file: a file of mode 000 then fails
+# to open with EACCES, a real error of the file system that no retry has to fear.
+NO_DAC = ["--inh-caps=-dac_override,-dac_read_search",
+          "--bounding-set=-dac_override,-dac_read_search", "--"]
+
+
+def test_a_queue_file_that_fails_to_read_is_kept_and_retried(make_rig):
+    """An error reading a queue file other than its absence is a temporary failure: the
+    file stays queued and is retried (it was dropped from the worker's list as if
+    delivered, to lie in the queue until a restart); once readable, it is delivered."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or os.geteuid() != 0:
+        pytest.skip("needs root and setpriv (util-linux) to drop CAP_DAC_OVERRIDE")
+    rig = make_rig()
+    make_spool(rig)
+    unreadable = rig.queue / CORRUPT_NAME
+    unreadable.write_bytes(WAITING)
+    unreadable.chmod(0)
+    rig.plugin.start(prefix=[setpriv, *NO_DAC])
+    wait_for(lambda: "attempt 2" in rig.plugin.stderr(), 30, "a second attempt at the file")
+    assert f"delivery of {CORRUPT_NAME} failed (attempt 1), next try in 1 s: cannot read it: " \
+           "[Errno 13] Permission denied" in rig.plugin.stderr()
+    assert unreadable.exists() and rig.sendmail.mails() == []
+    unreadable.chmod(0o600)
+    wait_for(lambda: [str(m.message["Subject"]) for m in rig.sendmail.mails()] == ["waiting"],
+             30, "the file, delivered once readable")
+    wait_for(lambda: rig.plugin.queued() == [], 10, "an empty queue")
+    assert rig.plugin.close() == 0

@@ -232,12 +232,13 @@ class PluginProcess:
         self.process = None  # type: Optional[subprocess.Popen]
         self.runs = 0
 
-    def start(self, *args: str) -> "PluginProcess":
+    def start(self, *args: str, prefix: Iterable[str] = ()) -> "PluginProcess":
+        """Run it with these arguments; prefix: a command that execs it (setpriv ...)."""
         self.runs += 1
         with open(self.logs / f"plugin-{self.runs}.out", "wb") as out, \
                 open(self.logs / f"plugin-{self.runs}.err", "wb") as err:
             self.process = subprocess.Popen(
-                [PYTHON, str(PLUGIN), "--config", str(self.config), *args],
+                [*prefix, PYTHON, str(PLUGIN), "--config", str(self.config), *args],
                 stdin=subprocess.PIPE, stdout=out, stderr=err, cwd="/", start_new_session=True)
         return self
 
