@@ -45,6 +45,7 @@ import sys
 import syslog
 import threading
 import time
+import unicodedata
 from collections import Counter, OrderedDict
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
@@ -398,14 +399,19 @@ def stderr_is_useful() -> bool:
 # Turning attacker-controlled text into something safe to show.
 
 # Characters that escape_text looks at one by one: all but printable ASCII and backslash.
+# Of those, the Unicode categories that do not show as themselves and so could disguise a
+# file name: format characters (bidi marks and overrides, zero-width spaces, tags: Cf),
+# spaces other than the ASCII one (no-break, ideographic: Zs), line and paragraph
+# separators (Zl, Zp), lone surrogates (Cs); they are shown as \uNNNN.
 NOT_PLAIN_RE = re.compile(r"[^\x20-\x5b\x5d-\x7e]")
+UNSEEN_CATEGORIES = ("Cf", "Cs", "Zl", "Zp", "Zs")
 
 
 def escape_text(text: str, limit: int) -> str:
-    """Make text one printable line: control characters, lone surrogates (undecodable
-    bytes) and line separators become visible escapes; longer than limit is cut with a
-    marker saying how many characters were cut. Only what is shown is escaped, so that a
-    huge value costs no more than a short one."""
+    """Make text one printable line: control characters, undecodable bytes and characters
+    that do not show as themselves (UNSEEN_CATEGORIES) become visible escapes; longer than
+    limit is cut with a marker saying how many characters were cut. Only what is shown is
+    escaped, so that a huge value costs no more than a short one."""
     if NOT_PLAIN_RE.search(text, 0, limit):
         shown, used = _escape_head(text, limit)
     else:
@@ -434,11 +440,10 @@ def _escape_char(char: str) -> str:
         return f"\\x{code:02x}"
     if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
         return f"\\x{code - 0xDC00:02x}"
-    if 0xD800 <= code <= 0xDFFF or code in (0x2028, 0x2029, 0xFEFF) or \
-            0x202A <= code <= 0x202E or 0x2066 <= code <= 0x2069:
-        return f"\\u{code:04x}"  # separators and bidi overrides
     if char == "\\":
         return "\\\\"
+    if code > 0x7F and unicodedata.category(char) in UNSEEN_CATEGORIES:
+        return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
     return char
 
 

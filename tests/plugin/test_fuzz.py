@@ -7,8 +7,10 @@ import collections
 import random
 import re
 import subprocess
+import unicodedata
 
 import pytest
+from conftest import parse_mbox
 from fakes.harness import (
     PLUGIN,
     PYTHON,
@@ -265,6 +267,31 @@ def test_hostile_values_never_add_or_change_a_header(tmp_path, delivered_rig, na
         subject = str(mail.message["Subject"])
         assert not set(subject) & {"\r", "\n", "\0"}, f"{where}: subject {subject!r}"
         assert mail.argv == argv, f"{where}: sendmail argv {mail.argv}"
+
+
+# Characters that do not show as themselves, in file names that then read as others
+# ("report" RLO "fdp.exe" shows as "reportexe.pdf"), a few to a name so that the Subject's
+# 60 characters per value hold them all once escaped.
+UNSEEN = ["\u200e\u200f\u202e", "\u202a\u202b\u202c", "\u202d\u2066\u2067", "\u2068\u2069\u200b",
+          "\u3000\u00a0\ufeff"]
+
+
+def test_invisible_and_direction_characters_are_escaped_in_the_subject(tmp_path):
+    """Each one is shown as \\uNNNN, in the Subject as in the body; none is left as it is."""
+    stream = b""
+    for number, chars in enumerate(UNSEEN):
+        events, _ids = hostile_events(f"r{chars}fdp.exe".encode(), True, GOOD_SERIAL + 600 + 10 * number)
+        stream += events
+    code, out, err = run_print(tmp_path, stream)
+    assert code == 0, err[-2000:]
+    subjects = [str(m["Subject"]) for m in parse_mbox(out, tmp_path)]
+    assert len(subjects) == len(UNSEEN), subjects
+    for subject in subjects:
+        assert not [c for c in subject if c != " " and unicodedata.category(c) in ("Cf", "Zs")], \
+            f"shown as they are: {subject!r}"
+    shown = " ".join(subjects)
+    for chars in UNSEEN:
+        assert "r" + "".join(f"\\u{ord(c):04x}" for c in chars) + "fdp.exe" in shown, (chars, shown)
 
 
 def test_hostile_names_captured_from_the_kernel_alert_with_intact_headers(tmp_path, delivered_rig):

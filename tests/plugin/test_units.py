@@ -17,6 +17,15 @@ from conftest import PLUGIN
     ("x\u2028y\u202ez", "x\\u2028y\\u202ez"),          # line separator, bidi override
     ("\x85next line", "\\x85next line"),               # C1 control
     ("back\\slash", "back\\\\slash"),                  # so that \\x0a cannot be forged
+    # characters that do not show as themselves: direction marks, embeddings and isolates,
+    # zero-width and other spaces, a soft hyphen, a tag (Unicode Cf and Zs)
+    ("a\u200eb\u200fc", "a\\u200eb\\u200fc"),
+    ("\u202a\u202b\u202c\u202d\u2066\u2067\u2068\u2069",
+     "\\u202a\\u202b\\u202c\\u202d\\u2066\\u2067\\u2068\\u2069"),
+    ("zero\u200bwidth\ufeff", "zero\\u200bwidth\\ufeff"),
+    ("no\u00a0break\u3000wide", "no\\u00a0break\\u3000wide"),
+    ("soft\u00adhyphen\U000e0041", "soft\\u00adhyphen\\U000e0041"),
+    ("ASCII space stays, \u4e2d too", "ASCII space stays, \u4e2d too"),
 ])
 def test_escape_text_makes_one_visible_line(plugin_module, text, shown):
     assert plugin_module.escape_text(text, 100) == shown
