@@ -490,10 +490,7 @@ def _field_value(au) -> str:
     except (RuntimeError, ValueError, OSError):
         value = None
     if value is None:
-        try:
-            value = au.get_field_str() or ""
-        except (UnicodeDecodeError, RuntimeError, ValueError, OSError):
-            value = ""
+        value = _field_str(au)
     return unescape_octal(value)
 
 
@@ -524,6 +521,28 @@ def _text(au, method: str) -> str:
     return value if isinstance(value, str) else ""
 
 
+def _find(au, name: str = "") -> bool:
+    """find_field(name), or find_field_next() without a name: whether the cursor is on such
+    a field now. For "not found" the binding raises OSError instead of returning None
+    whenever errno still holds an earlier, unrelated error (a verify request that does
+    not exist leaves ENOENT): that is not found too, not a reason to skip the event. A
+    raw value that is not UTF-8 raises UnicodeDecodeError: found (_field_value reads it)."""
+    try:
+        return bool(au.find_field(name) if name else au.find_field_next())
+    except UnicodeDecodeError:
+        return True
+    except OSError:
+        return False
+
+
+def _field_str(au) -> str:
+    """The current field's raw value; "" when there is none (see _find about OSError)."""
+    try:
+        return au.get_field_str() or ""
+    except (UnicodeDecodeError, RuntimeError, ValueError, OSError):
+        return ""
+
+
 def event_keys(au) -> Tuple[str, List[str]]:
     """The first record's type and every key of the event. auparse 3.x splits a key field
     holding several keys into several `key` fields; older ones hand back one value with
@@ -535,12 +554,12 @@ def event_keys(au) -> Tuple[str, List[str]]:
     except LookupError:  # a type number this auparse has no name for
         record_type = ""
     while True:
-        if au.find_field("key"):
+        if _find(au, "key"):
             while True:
                 value = _field_value(au)
                 if value and value != "(null)":
                     keys.extend(k for k in value.split("\x01") if k)
-                if not au.find_field_next():
+                if not _find(au):
                     break
         if keys or not au.next_record():
             break
@@ -555,11 +574,11 @@ def read_event(au) -> Event:
     event.time = f"{stamp.sec}.{stamp.milli:03d}"
     event.serial = stamp.serial
     au.first_record()
-    if au.find_field("node"):
-        event.node = au.get_field_str() or HOSTNAME
+    if _find(au, "node"):
+        event.node = _field_str(au) or HOSTNAME
     au.first_record()
-    if au.find_field("ppid"):
-        event.ppid = au.get_field_str() or ""
+    if _find(au, "ppid"):
+        event.ppid = _field_str(au)
 
     au.first_record()
     try:
@@ -579,9 +598,11 @@ def read_event(au) -> Event:
     au.first_record()
     while True:
         try:
-            text = au.get_record_text()
+            text = au.get_record_text() or ""
         except UnicodeDecodeError as err:
             text = err.object.decode("utf-8", "surrogateescape")
+        except OSError:  # none (see _find)
+            text = ""
         event.records.append(text)
         if len(event.records) >= RECORDS_MAX or not au.next_record():
             break
@@ -1357,8 +1378,10 @@ class Plugin:
 
         def on_event(au, cb_type, _user_data):
             try:
-                if cb_type == ready and candidates and au.get_timestamp().serial in candidates:
-                    self.on_candidate(au)
+                if cb_type == ready and candidates:
+                    stamp = au.get_timestamp()  # None for an event without a time stamp
+                    if stamp is not None and stamp.serial in candidates:
+                        self.on_candidate(au)
             except Exception as err:  # noqa: BLE001 - raised into auparse, it breaks feed()
                 self.log.error(f"event skipped: {type(err).__name__}: {err}")
 
