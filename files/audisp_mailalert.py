@@ -535,6 +535,15 @@ def _find(au, name: str = "") -> bool:
         return False
 
 
+def timestamp(au):
+    """The event's time stamp (.sec .milli .serial), or None: an event may have none, and
+    the binding raises OSError for that too when errno is stale (see _find)."""
+    try:
+        return au.get_timestamp()
+    except OSError:
+        return None
+
+
 def _field_str(au) -> str:
     """The current field's raw value; "" when there is none (see _find about OSError)."""
     try:
@@ -570,7 +579,7 @@ def read_event(au) -> Event:
     """Normalize the current event (auparse_normalize) and read what the alert shows."""
     event = Event()
     event.record_type, event.keys = event_keys(au)
-    stamp = au.get_timestamp()
+    stamp = timestamp(au)  # not None: on_event saw it
     event.time = f"{stamp.sec}.{stamp.milli:03d}"
     event.serial = stamp.serial
     au.first_record()
@@ -1379,7 +1388,7 @@ class Plugin:
         def on_event(au, cb_type, _user_data):
             try:
                 if cb_type == ready and candidates:
-                    stamp = au.get_timestamp()  # None for an event without a time stamp
+                    stamp = timestamp(au)
                     if stamp is not None and stamp.serial in candidates:
                         self.on_candidate(au)
             except Exception as err:  # noqa: BLE001 - raised into auparse, it breaks feed()
@@ -1559,7 +1568,7 @@ class Plugin:
             self.log.warning(f"input lines longer than {MAX_LINE} bytes dropped: {self.status.long_lines}")
 
     def on_candidate(self, au) -> None:
-        serial = au.get_timestamp().serial
+        serial = timestamp(au).serial
         self.candidates.pop(serial, None)
         try:
             self.handle(au)

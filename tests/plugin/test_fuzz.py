@@ -8,6 +8,7 @@ import random
 import re
 import subprocess
 import unicodedata
+from pathlib import Path
 
 import pytest
 from conftest import parse_mbox
@@ -24,7 +25,8 @@ from fakes.harness import (
     restamp,
     write_config,
 )
-from fuzz_plugin import fuzz
+from fuzz_plugin import CONFIG as FUZZ_CONFIG
+from fuzz_plugin import OWN_ERRORS, fuzz
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polling import wait_for
@@ -163,6 +165,24 @@ def test_a_short_seeded_fuzz_run_finds_nothing():
     assert figures.lines >= FUZZ_LINES and figures.runs == 2
     assert figures.alerts > FUZZ_LINES // 50 and figures.digests == 2, "too little was mailed to judge"
     assert figures.peak_rss < 60, f"peak RSS {figures.peak_rss:.0f} MB"
+
+
+# Inputs that made a fuzz run fail, cut down to the lines it takes (the config: fuzz_plugin's).
+FOUND = sorted((Path(__file__).resolve().parent / "data" / "fuzz-found").glob("*.log"))
+
+
+@pytest.mark.parametrize("path", FOUND, ids=[p.stem for p in FOUND])
+def test_inputs_a_fuzz_run_found_are_read_without_an_error(tmp_path, path):
+    """stale-errno-time-stamp: get_timestamp() raised OSError (a stale ERANGE from a
+    time stamp too large) and the plugin logged 'event skipped'."""
+    config = tmp_path / "fuzz.conf"
+    config.write_text(FUZZ_CONFIG)
+    done = subprocess.run([PYTHON, str(PLUGIN), "--config", str(config), "--print"],
+                          input=path.read_bytes(), capture_output=True, check=False,
+                          timeout=RUN_DEADLINE)
+    log = done.stderr.decode(errors="replace")
+    assert done.returncode == 0, log
+    assert not OWN_ERRORS.search(log), log
 
 
 # ---------------------------------------------------------------------------------------
