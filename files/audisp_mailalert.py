@@ -1214,8 +1214,9 @@ class Deliverer(threading.Thread):
                 self.pending.setdefault(name, 0)
         if self.rescan:
             self.rescan = False
+            names = set(self.spool.names())
             with self.lock:
-                names = set(self.spool.names()) | set(self.unspooled)
+                names |= set(self.unspooled)
             for name in names:
                 self.pending.setdefault(name, 0)
             for name in list(self.pending):
@@ -1305,11 +1306,13 @@ class Deliverer(threading.Thread):
         return True
 
     def _publish(self) -> None:
+        """status.json's queue (spooled alerts waiting) and unspooled (held in memory)."""
         with self.lock:
-            unspooled = len(self.unspooled)
+            counts = (sum(1 for name in self.pending if name not in self.unspooled),
+                      len(self.unspooled))
         with self.status.lock:
-            if (self.status.queue, self.status.unspooled) != (len(self.pending), unspooled):
-                self.status.queue, self.status.unspooled = len(self.pending), unspooled
+            if (self.status.queue, self.status.unspooled) != counts:
+                self.status.queue, self.status.unspooled = counts
                 self.status.changed = True
 
     def _spool_unspooled(self) -> None:
