@@ -797,6 +797,7 @@ def replace_file(path: str, data: bytes) -> None:
             pass
         raise
 
+
 class Spool:
     """`<dir>/queue/` holds one complete message per file (written under a temporary name,
     then renamed); a file is deleted only after its delivery succeeded. `<dir>/bad/` holds

@@ -351,7 +351,7 @@ def fuzz(lines: int, seed: int, run_lines: int = RUN_LINES, keep: "Path | None" 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--lines", type=int, default=1000000)
     parser.add_argument("--seed", type=int, default=20261202)
     parser.add_argument("--run-lines", type=int, default=RUN_LINES)
