@@ -777,6 +777,25 @@ def sync_dir(path: str) -> None:
         os.close(fd)
 
 
+def write_whole(temporary: str, path: str, data: bytes, mode: int, durable: bool) -> None:
+    """Write path whole or not at all: into temporary (created new, so never through a
+    planted link), synced first when durable, then renamed over path."""
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
+
+
 def replace_file(path: str, data: bytes) -> None:
     """Write path anew through path.tmp, renamed over it. A .tmp left behind, or planted (a
     symbolic link to another file), is removed first: never followed, never written through."""
@@ -785,17 +804,7 @@ def replace_file(path: str, data: bytes) -> None:
         os.unlink(temporary)
     except FileNotFoundError:
         pass
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
+    write_whole(temporary, path, data, 0o644, durable=False)
 
 
 class Spool:
@@ -878,20 +887,8 @@ class Spool:
     @staticmethod
     def _write(directory: str, name: str, data: bytes) -> None:
         """Write the file whole or not at all: under a temporary name, synced, renamed."""
-        temporary = os.path.join(directory, "." + name + ".tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.rename(temporary, os.path.join(directory, name))
-        except BaseException:
-            try:
-                os.unlink(temporary)
-            except OSError:
-                pass
-            raise
+        write_whole(os.path.join(directory, "." + name + ".tmp"), os.path.join(directory, name),
+                    data, 0o600, durable=True)
         sync_dir(directory)  # the rename itself must survive a power failure
 
     def names(self) -> List[str]:
