@@ -4,7 +4,7 @@
 TEST_TARGETS += test-fleet
 
 FLEET_SIZE ?= 20
-# 20 containers took 632-677 s here while other work loaded the 2 cores (docs/lab.md,
+# 20 containers took 632-744 s here while other work loaded the 2 cores (docs/lab.md,
 # "Fleet"); the bound keeps a hung run from eating CI's budget.
 FLEET_TIMEOUT ?= 15m
 
