@@ -9,4 +9,4 @@ test-plugin: venv
 	@echo "==> plugin: vermin (must run on Python 3.6, RHEL 8)"
 	vermin --no-tips --violations -t=3.6- files/audisp_mailalert.py
 	@echo "==> plugin: pytest tests/plugin"
-	pytest -q -p no:cacheprovider $(PLUGIN_PYTEST_ARGS) tests/plugin
+	pytest -q -rs -p no:cacheprovider $(PLUGIN_PYTEST_ARGS) tests/plugin
