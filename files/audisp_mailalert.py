@@ -1829,15 +1829,82 @@ def compose_tamper(config: Config, rule: Rule, tamper: Tamper) -> EmailMessage:
 
 
 # ---------------------------------------------------------------------------------------
-# The plugin: reading, matching, limiting, accepting.
+# Rate limits: at most max_mails mails per rule and window, then one digest.
 
 class Window:
     """A rule's current rate-limit window."""
 
-    def __init__(self) -> None:
-        self.end = 0.0
+    def __init__(self, rule: Rule, end: float) -> None:
+        self.rule = rule  # as it was when the window began: a reload may drop it
+        self.end = end
         self.sent = 0
         self.held = Held()
+
+
+class Digest:
+    """What one rule held back in one window, due to be mailed."""
+
+    def __init__(self, rule: Rule, held: Held, window_end: float) -> None:
+        self.rule = rule
+        self.held = held
+        self.window_end = window_end
+
+
+class RateLimiter:
+    """One window per rule (it starts with the first event after the last one ended): the
+    first max_mails events are admitted, the rest are held back, counted by group, and
+    reported in one digest when the window ends. Knows nothing of events or mail."""
+
+    def __init__(self) -> None:
+        self.windows = {}  # type: dict  # rule name -> its Window
+        self.due = []  # type: List[Digest]  # of windows that admit() found ended
+
+    def admit(self, rule: Rule, group: Tuple[str, str, str], now: float) -> bool:
+        """Whether an event of the rule may be mailed now; else it is held back under group
+        (subject, action, object)."""
+        window = self.windows.get(rule.name)
+        if window is None or now >= window.end:
+            if window is not None and window.held.total:
+                self.due.append(Digest(rule, window.held, window.end))
+            window = self.windows[rule.name] = Window(rule, now + rule.window)
+        if window.sent < rule.max_mails:
+            window.sent += 1
+            return True
+        held = window.held
+        if not held.total:
+            held.first = now
+        held.total += 1
+        shown = (escape_text(group[0], 60), escape_text(group[1], 60), escape_text(group[2], 120))
+        if shown not in held.groups and len(held.groups) >= MAX_DIGEST_GROUPS:
+            shown = ("(other)", "(other)", "(other)")
+        held.groups[shown] += 1
+        return False
+
+    def digests(self, rules: List[Rule], now: float, force: bool = False) -> List[Digest]:
+        """The digests due: those admit() found, and one for each window that ended (every
+        window, when forced: at exit). Ended windows are forgotten, and so are the windows
+        of rules that are no longer among rules, after their digest."""
+        due, self.due = self.due, []
+        current = {rule.name: rule for rule in rules}
+        for name, window in list(self.windows.items()):
+            ended = now >= window.end
+            rule = current.get(name)
+            if window.held.total and (ended or force or rule is None):
+                due.append(Digest(rule or window.rule, window.held, min(now, window.end)))
+                window.held = Held()
+            if ended or rule is None:
+                del self.windows[name]
+        return due
+
+    def row(self, rule: Rule) -> dict:
+        """The rule's status.json row."""
+        window = self.windows.get(rule.name)
+        return {"keys": rule.keys, "window_end": window.end if window else None,
+                "sent": window.sent if window else 0, "held": window.held.total if window else 0}
+
+
+# ---------------------------------------------------------------------------------------
+# The plugin: reading, matching, limiting, accepting.
 
 
 def key_pattern(rules: List[Rule], tamper: bool = False) -> "re.Pattern":
@@ -1865,7 +1932,7 @@ class Plugin:
         self.arg_keys = arg_keys
         self.pattern = key_pattern(config.rules, config.tamper is not None)
         self.candidates = OrderedDict()  # type: OrderedDict  # serial -> None
-        self.windows = {}  # type: dict  # rule name -> Window
+        self.limiter = RateLimiter()
         self.partial = b""  # the start of a line whose end has not come yet
         self.skipping = False  # inside a line longer than MAX_LINE: drop up to its end
         self.status = Status()
@@ -1918,15 +1985,8 @@ class Plugin:
         if config.spool_dir != self.config.spool_dir:
             self.log.warning("[spool] dir changes take effect at the next start")
             config.spool_dir = self.config.spool_dir
-        # A rule that is gone reports what it held back before it goes.
-        names = {rule.name for rule in config.all_rules()}
-        for rule in self.config.all_rules():
-            window = self.windows.get(rule.name)
-            if rule.name not in names and window is not None:
-                if window.held.total:
-                    self._digest(rule, window)
-                del self.windows[rule.name]
         self.config = config
+        self.send_digests()  # a rule that is gone reports what it held back
         self.pattern = key_pattern(config.rules, config.tamper is not None)
         if self.deliverer:
             self.deliverer.config = config
@@ -1999,7 +2059,7 @@ class Plugin:
         digest windows that ended, write status.json."""
         self.au.feed_age_events()
         self.tamper.tick()
-        self.flush_windows()
+        self.send_digests()
         self.write_status()
 
     def feed(self, data: bytes) -> None:
@@ -2109,31 +2169,14 @@ class Plugin:
             self.emit(compose_alert(self.config, rule, key, event, token))
 
     def admit(self, rule: Rule, group: Tuple[str, str, str], token: Optional[str]) -> bool:
-        """Whether the rule may mail now; else the event is held back for the window's
-        digest under group (subject, action, object). Verification mails are neither
-        counted nor held back."""
+        """Whether the rule may mail now (RateLimiter). Verification mails are neither
+        counted nor held back. A window that the event finds ended is digested first."""
         if token is not None:
             return True
-        now = time.time()
-        window = self.windows.get(rule.name)
-        if window is None or now >= window.end:
-            if window is not None and window.held.total:
-                self._digest(rule, window)
-            window = self.windows[rule.name] = Window()
-            window.end = now + rule.window
+        admitted = self.limiter.admit(rule, group, time.time())
         self.status.changed = True
-        if window.sent < rule.max_mails:
-            window.sent += 1
-            return True
-        held = window.held
-        if not held.total:
-            held.first = now
-        held.total += 1
-        shown = (escape_text(group[0], 60), escape_text(group[1], 60), escape_text(group[2], 120))
-        if shown not in held.groups and len(held.groups) >= MAX_DIGEST_GROUPS:
-            shown = ("(other)", "(other)", "(other)")
-        held.groups[shown] += 1
-        return False
+        self.send_digests()
+        return admitted
 
     def handle_tamper(self, au) -> None:
         """A tamper finding from the records of this event, stamped with its time and id."""
@@ -2169,20 +2212,12 @@ class Plugin:
         if rule is not None and self.admit(rule, (finding.who, finding.kind, finding.summary), finding.token):
             self.emit(compose_tamper(self.config, rule, finding))
 
-    def flush_windows(self, force_all: bool = False) -> None:
-        now = time.time()
-        rules = {rule.name: rule for rule in self.config.all_rules()}
-        for name, window in list(self.windows.items()):
-            if window.held.total and (force_all or now >= window.end) and name in rules:
-                self._digest(rules[name], window)
-                window.held = Held()
-            if now >= window.end and not window.held.total:
-                del self.windows[name]
-                self.status.changed = True
-
-    def _digest(self, rule: Rule, window: Window) -> None:
-        self.emit(compose_digest(self.config, rule, window.held, min(time.time(), window.end)))
-        self.log.info(f"rule {rule.name}: digest of {window.held.total} held-back events")
+    def send_digests(self, force: bool = False) -> None:
+        """Mail the digests that are due (all of them when forced, at exit)."""
+        for digest in self.limiter.digests(self.config.all_rules(), time.time(), force):
+            self.emit(compose_digest(self.config, digest.rule, digest.held, digest.window_end))
+            self.log.info(f"rule {digest.rule.name}: digest of {digest.held.total} held-back events")
+            self.status.changed = True
 
     def emit(self, message: EmailMessage) -> None:
         data = message.as_bytes(policy=WIRE_POLICY)
@@ -2224,13 +2259,7 @@ class Plugin:
             document = {
                 "pid": os.getpid(),
                 "updated": now,
-                "rules": {
-                    rule.name: {
-                        "keys": rule.keys,
-                        "window_end": self.windows[rule.name].end if rule.name in self.windows else None,
-                        "sent": self.windows[rule.name].sent if rule.name in self.windows else 0,
-                        "held": self.windows[rule.name].held.total if rule.name in self.windows else 0,
-                    } for rule in self.config.all_rules()},
+                "rules": {rule.name: self.limiter.row(rule) for rule in self.config.all_rules()},
                 "queue": self.status.queue,
                 "last_error": self.status.last_error,
                 "last_error_permanent": self.status.last_error_permanent,
@@ -2274,7 +2303,7 @@ class Plugin:
         self.finish_input()
         if self.config.tamper is not None:
             self.tamper.at_exit(self.stop_sender, self.stop_time or time.time())
-        self.flush_windows(force_all=True)
+        self.send_digests(force=True)
         if self.deliverer:
             budget = max(self.config.timeout, SHUTDOWN_DELIVERY)
             self.deliverer.stop(time.monotonic() + budget)
