@@ -123,7 +123,7 @@ def test_a_flood_of_findings_is_limited_with_an_exact_digest(chain):
     since = now()
     total = 20
     try:
-        for _ in range(total):
+        for _round in range(total):
             run("auditctl", "-e", "0")
             run("auditctl", "-e", "1")
     finally:
@@ -148,7 +148,7 @@ def test_lost_events_are_reported_with_the_exact_count(chain):
     since = now()
     try:
         run("auditctl", "-r", "1")  # one message a second: the rest is lost
-        for _ in range(50):
+        for _run in range(50):
             subprocess.run([str(chain.watched)], check=True)
     finally:
         run("auditctl", "-r", "0")

@@ -102,8 +102,10 @@ def test_a_refused_change_is_no_finding(tmp_path):
     assert print_messages(tmp_path, KEYS + TAMPER_ON, data) == []
 
 
-@pytest.mark.parametrize("record_type, kind", [("DAEMON_END", "auditd-stopped"),
-                                                ("DAEMON_ABORT", "auditd-aborted")])
+@pytest.mark.parametrize("record_type, kind", [
+    ("DAEMON_END", "auditd-stopped"),
+    ("DAEMON_ABORT", "auditd-aborted"),
+])
 def test_auditd_ending_is_a_finding_naming_the_sender(tmp_path, record_type, kind):
     data = record(77, "op=terminate auid=1000 uid=0 ses=7 pid=4242 res=success", record_type)
     messages = print_messages(tmp_path, KEYS + TAMPER_ON, data)
