@@ -12,6 +12,7 @@ import mailbox
 import os
 import re
 import shutil
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -35,8 +36,9 @@ CONFIG = "/etc/audit/audisp-mailalert.conf"
 PLUGIN_CONF = "/etc/audit/plugins.d/audisp-mailalert.conf"
 RULES = "/etc/audit/rules.d/60-audit-mail-alert.rules"
 SPOOL = "/var/spool/audisp-mailalert"
+MARKER = f"{SPOOL}/maintenance"
 PASSWORD = "/etc/audit/audisp-mailalert.pass"
-ROLE_PATHS = [PLUGIN, CONFIG, PASSWORD, PLUGIN_CONF, RULES, SPOOL]
+ROLE_PATHS = [PLUGIN, CONFIG, PASSWORD, PLUGIN_CONF, RULES, SPOOL, MARKER]
 # A rule of the host's own, which the role must leave loaded.
 HOST_RULES = "/etc/audit/rules.d/50-amr-host.rules"
 HOST_KEY = "amr-host-rule"
@@ -127,6 +129,16 @@ def snapshot():
     return state
 
 
+def assert_marker_closed():
+    """The role's maintenance marker is root's 0600 regular file and its window is closed
+    (END is the time the role finished, not in the future)."""
+    st = os.lstat(MARKER)
+    assert (stat.S_ISREG(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (True, 0o600, 0, 0)
+    start, end = (int(field) for field in Path(MARKER).read_text().split())
+    assert start <= end <= time.time(), (start, end)
+    return start, end
+
+
 def alerts(key):
     """Messages in root's mailbox with this X-Audit-Key."""
     if not os.path.exists(MAILBOX):
@@ -204,6 +216,7 @@ def test_converge(host):
         st = os.stat(path)
         assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (mode, 0, 0), path
     assert {"amr-exec-w", "amr-hostname", HOST_KEY} <= loaded_keys()
+    assert_marker_closed()
     pids = plugin_pids()
     assert len(pids) == 1, pids
     assert os.stat(f"/proc/{pids[0]}").st_uid == 0
@@ -244,14 +257,19 @@ def test_key_change_changes_only_rules_and_plugin_config(host):
     assert run.rc == 0, run
     assert set(run.changed_tasks) == {
         "Rules | Write the audit rules",
+        "Rules | Mark the start of the rules load",
         "Rules | Load the audit rules with augenrules",
         "Rules | Drop the backup of the previous rules file",
+        "Rules | Mark the end of the rules load",
         "Plugin | Write the plugin config",
+        "Mark the start of the role's work on auditd",
         "Reload auditd",
+        "Mark the end of the role's work on auditd",
     }, run
     after = snapshot()
     changed = {k for k in before if before[k] != after[k]}
-    assert changed == {"rules", RULES, CONFIG}, changed
+    assert changed == {"rules", RULES, CONFIG, MARKER}, changed
+    assert_marker_closed()
     keys = loaded_keys()
     assert "amr-exec-w2" in keys and "amr-exec-w" not in keys
     # The running plugin re-read its config (SIGHUP): the renamed key raises alerts.
@@ -264,6 +282,25 @@ def test_rules_tag_applies_a_rules_change(host):
     assert "Rules | Write the audit rules" in run.changed_tasks, run
     keys = loaded_keys()
     assert "amr-exec-w" in keys and "amr-exec-w2" not in keys
+    wait_for_alert("amr-exec-w", ["/usr/bin/w"])
+
+
+def test_a_restart_in_one_run_does_not_skip_the_reload_of_the_next(host):
+    """Two runs of the role in one ansible-playbook run: the first restarts auditd, the
+    second must still reload it for its config change (the running plugin re-reads it)."""
+    with open(PLUGIN, "a") as program:
+        program.write("# changed by test_role.py: the role must restart auditd\n")
+    old_pids = plugin_pids()
+    run = playbook("converge_twice.yml")
+    assert run.rc == 0, run
+    assert "Restart auditd" in run.changed_tasks, run
+    # Only the second run can reload: in the first the restart skips it.
+    assert "Reload auditd" in run.changed_tasks, run
+    assert plugin_pids() != old_pids
+    wait_for_alert("amr-exec-w2", ["/usr/bin/w"])
+    assert_marker_closed()
+    back = playbook("converge.yml")
+    assert back.rc == 0, back
     wait_for_alert("amr-exec-w", ["/usr/bin/w"])
 
 
@@ -292,11 +329,15 @@ def test_refused_load_restores_the_previous_rules(host):
     assert after["rules"] == before["rules"]
     assert after[RULES] == before[RULES]
     assert after["rules.d"] == before["rules.d"], "a backup file was left in rules.d"
+    # The failed load does not leave the maintenance window open.
+    assert_marker_closed()
     # The host is back to the converged state: a normal run changes only the plugin config
     # (written before the load was refused) back.
     run = playbook("converge.yml")
     assert run.rc == 0, run
-    assert set(run.changed_tasks) <= {"Plugin | Write the plugin config", "Reload auditd"}, run
+    assert set(run.changed_tasks) <= {"Plugin | Write the plugin config", "Reload auditd",
+                                      "Mark the start of the role's work on auditd",
+                                      "Mark the end of the role's work on auditd"}, run
 
 
 def test_absent_removes_everything_and_keeps_the_host_rules(host):
