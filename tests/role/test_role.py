@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from host_auditd import auditd_pid
+from polling import wait_for
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -283,6 +284,24 @@ def test_rules_tag_applies_a_rules_change(host):
     keys = loaded_keys()
     assert "amr-exec-w" in keys and "amr-exec-w2" not in keys
     wait_for_alert("amr-exec-w", ["/usr/bin/w"])
+
+
+def test_a_watch_on_the_marker_names_who_writes_it(host):
+    """docs/role.md's advice: with the marker watched, each write of it raises an alert that
+    names the writer, the role's own (python3, from the module) and one by hand."""
+    seen = len(alerts("amr-marker"))
+    run = playbook("converge.yml", "-e", "role_vars_file=vars_marker_watched.yml")
+    assert run.rc == 0, run
+    # The load adds the watch; the marker's end after it and the reload's window are seen.
+    by_role = wait_for(lambda: alerts("amr-marker")[seen:], 30, "an alert for the role's marker write")
+    assert 'exe="/usr/bin/python3' in by_role[0].get_payload(), by_role[0].get_payload()
+    seen = len(alerts("amr-marker"))
+    subprocess.run(["touch", MARKER], check=True)
+    by_hand = wait_for(lambda: alerts("amr-marker")[seen:], 30, "an alert for touch on the marker")
+    assert 'exe="/usr/bin/touch"' in by_hand[0].get_payload(), by_hand[0].get_payload()
+    back = playbook("converge.yml")
+    assert back.rc == 0, back
+    assert "amr-marker" not in loaded_keys()
 
 
 def test_a_restart_in_one_run_does_not_skip_the_reload_of_the_next(host):
