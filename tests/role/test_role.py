@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from host_auditd import auditd_pid
 from polling import wait_for
+from tamper_mail import no_tamper_mail, subjects, tamper_mails, watched_rules_loaded
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -209,7 +210,8 @@ def test_check_mode_on_a_clean_host_changes_nothing(host):
 
 
 def test_converge(host):
-    run = playbook("converge.yml")
+    with no_tamper_mail():
+        run = playbook("converge.yml")
     assert run.rc == 0, run
     record("converge on a clean host", run)
     for path, mode in [(PLUGIN, 0o750), (CONFIG, 0o640), (PLUGIN_CONF, 0o640),
@@ -238,7 +240,8 @@ def test_verify_module_proves_the_chain(host):
 
 
 def test_second_run_changes_nothing(host):
-    run = playbook("converge.yml")
+    with no_tamper_mail():
+        run = playbook("converge.yml")
     assert run.rc == 0, run
     record("second run (idempotent)", run)
     assert run.changed == 0, f"changed: {run.changed_tasks}\n{run}"
@@ -254,7 +257,10 @@ def test_check_mode_on_a_converged_host_changes_nothing(host):
 
 def test_key_change_changes_only_rules_and_plugin_config(host):
     before = snapshot()
-    run = playbook("converge.yml", "-e", "role_vars_file=vars_key_changed.yml", "--diff")
+    # The load removes each watched rule before it adds the new ones: the plugin counts
+    # each removal as the role's work and mails nothing.
+    with no_tamper_mail(suppressed=watched_rules_loaded()):
+        run = playbook("converge.yml", "-e", "role_vars_file=vars_key_changed.yml", "--diff")
     assert run.rc == 0, run
     assert set(run.changed_tasks) == {
         "Rules | Write the audit rules",
@@ -278,7 +284,8 @@ def test_key_change_changes_only_rules_and_plugin_config(host):
 
 
 def test_rules_tag_applies_a_rules_change(host):
-    run = playbook("converge.yml", "--tags", "rules")
+    with no_tamper_mail(suppressed=watched_rules_loaded()):
+        run = playbook("converge.yml", "--tags", "rules")
     assert run.rc == 0, run
     assert "Rules | Write the audit rules" in run.changed_tasks, run
     keys = loaded_keys()
@@ -310,7 +317,10 @@ def test_a_restart_in_one_run_does_not_skip_the_reload_of_the_next(host):
     with open(PLUGIN, "a") as program:
         program.write("# changed by test_role.py: the role must restart auditd\n")
     old_pids = plugin_pids()
-    run = playbook("converge_twice.yml")
+    # The old plugin decides at auditd's end (DAEMON_END), the new one counts the second
+    # run's load.
+    with no_tamper_mail(suppressed=watched_rules_loaded(), stopped=old_pids):
+        run = playbook("converge_twice.yml")
     assert run.rc == 0, run
     assert "Restart auditd" in run.changed_tasks, run
     # Only the second run can reload: in the first the restart skips it.
@@ -340,7 +350,8 @@ def test_smtp_password_lands_in_a_private_file_and_never_in_the_output(host):
 
 def test_refused_load_restores_the_previous_rules(host):
     before = snapshot()
-    run = playbook("converge.yml", "-e", "role_vars_file=vars_bad_rule.yml")
+    with no_tamper_mail(suppressed=watched_rules_loaded()):
+        run = playbook("converge.yml", "-e", "role_vars_file=vars_bad_rule.yml")
     assert run.rc != 0 and run.failed == 1, run
     assert "augenrules --load refused the rules" in run.output, run
     assert "amr_no_such_syscall" in run.output, run  # auditctl's own message
@@ -359,8 +370,35 @@ def test_refused_load_restores_the_previous_rules(host):
                                       "Mark the end of the role's work on auditd"}, run
 
 
+def test_the_same_commands_by_hand_each_bring_one_tamper_mail(host):
+    """What the role does without a mail is tampering when someone else does it: outside
+    the role's window, augenrules --load and auditctl -D each bring one mail that accounts
+    for every watched rule removed."""
+    _start, end = assert_marker_closed()
+    wait_for(lambda: time.time() > end + 6, 15, "the role's last window (END + 5 s) to pass")
+    watched = watched_rules_loaded()
+    assert watched == 2, loaded_rules()
+    for command in (["augenrules", "--load"], ["auditctl", "-D"]):
+        before = len(tamper_mails())
+        subprocess.run(command, stdout=subprocess.DEVNULL, check=True)
+        mails = wait_for(lambda before=before: tamper_mails()[before:], 30, f"a tamper mail for {command}")
+        assert len(mails) == 1, subjects(mails)
+        body = mails[0].get_payload()
+        assert mails[0]["X-Audit-Tamper"] == "rules-removed", subjects(mails)
+        assert "Removed keys: amr-exec-w, amr-hostname" in body, body
+        # Every watched removal is in this one mail: none is left for a second one.
+        assert f"Rules removed: {watched} with a watched key" in body, body
+        assert "exe=/usr/sbin/auditctl" in body, body
+    # Back to the converged rules; after -D this load has nothing to remove.
+    with no_tamper_mail():
+        subprocess.run(["augenrules", "--load"], stdout=subprocess.DEVNULL, check=True)
+    assert {"amr-exec-w", "amr-hostname", HOST_KEY} <= loaded_keys()
+
+
 def test_absent_removes_everything_and_keeps_the_host_rules(host):
-    run = playbook("absent.yml")
+    # The plugin decides at its end, on auditd's SIGTERM, by the marker.
+    with no_tamper_mail(stopped=plugin_pids()):
+        run = playbook("absent.yml")
     assert run.rc == 0, run
     record("state absent", run)
     for path in ROLE_PATHS:
