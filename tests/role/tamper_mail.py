@@ -65,7 +65,10 @@ def no_tamper_mail(suppressed=0, stopped=()):
             now = plugin_status()
             base = old_count if now.get("pid") == old_pid else 0
             return now.get("tamper_suppressed", 0) - base >= suppressed and now
-        wait_for(counted, TIMEOUT, f"the plugin to count {suppressed} tamper findings as the role's work")
+        try:
+            wait_for(counted, TIMEOUT, f"the plugin to count {suppressed} tamper findings as the role's work")
+        except AssertionError as error:
+            raise AssertionError(f"{error}; tamper mails meanwhile: {subjects(tamper_mails()[before:])}") from None
     for pid in stopped:
         wait_for(lambda pid=pid: not os.path.exists(f"/proc/{pid}"), TIMEOUT, f"plugin {pid} to exit")
     wait_for(mta_idle, TIMEOUT, f"dma to deliver what is in {DMA_SPOOL}")
