@@ -152,82 +152,99 @@ ALLOWED = {
 RESERVED_RULE_NAMES = ("args", "tamper")
 
 
-def _where(path: str, section: str, key: str = "") -> str:
-    return "{}: [{}]{}".format(path, section, " " + key if key else "")
+class Section:
+    """One section of the config file (or the command line's KEYs), read with the place
+    that error messages name: `FILE: [SECTION] KEY: ...`."""
 
+    def __init__(self, path: str, name: str, values) -> None:
+        self.path = path
+        self.name = name
+        self.values = values  # a configparser section, or a dict
 
-def _int(path: str, section: str, key: str, value: str, low: int, high: int) -> int:
-    try:
-        number = int(value.strip())
-    except ValueError:
-        raise ConfigError(f"{_where(path, section, key)}: not a whole number: {value!r}")
-    if not low <= number <= high:
-        raise ConfigError(f"{_where(path, section, key)}: {number} is out of range {low}..{high}")
-    return number
+    def __contains__(self, key: str) -> bool:
+        return key in self.values
 
+    def error(self, key: str, text: str) -> ConfigError:
+        return ConfigError("{}: [{}]{}: {}".format(self.path, self.name, " " + key if key else "", text))
 
-def _comma_list(path: str, section: str, key: str, value: str, what: str) -> List[str]:
-    """The non-empty items of a comma-separated value; none at all is an error naming what."""
-    items = [item.strip() for item in value.split(",") if item.strip()]
-    if not items:
-        raise ConfigError(f"{_where(path, section, key)}: no {what} given")
-    return items
+    def int(self, key: str, low: int, high: int, default: int) -> int:
+        if key not in self.values:
+            return default
+        value = self.values[key]
+        try:
+            number = int(value.strip())
+        except ValueError:
+            raise self.error(key, f"not a whole number: {value!r}")
+        if not low <= number <= high:
+            raise self.error(key, f"{number} is out of range {low}..{high}")
+        return number
 
+    def choice(self, key: str, choices: Tuple[str, ...], default: str) -> str:
+        value = self.values.get(key, default).strip()
+        if value not in choices:
+            raise self.error(key, "must be {}, not {!r}".format(
+                " or ".join([", ".join(choices[:-1]), choices[-1]]), value))
+        return value
 
-def _addresses(path: str, section: str, key: str, value: str) -> List[str]:
-    addresses = _comma_list(path, section, key, value, "address")
-    for address in addresses:
-        if address.startswith("-") or not ADDRESS_RE.match(address):
-            raise ConfigError(f"{_where(path, section, key)}: not a plain mail address (user or user@domain): {address!r}")
-    return addresses
+    def comma_list(self, key: str, what: str) -> List[str]:
+        """The non-empty items of a comma-separated value; none at all is an error naming what."""
+        items = [item.strip() for item in self.values[key].split(",") if item.strip()]
+        if not items:
+            raise self.error(key, f"no {what} given")
+        return items
 
+    def addresses(self, key: str, default: List[str]) -> List[str]:
+        if key not in self.values:
+            return default
+        addresses = self.comma_list(key, "address")
+        for address in addresses:
+            if address.startswith("-") or not ADDRESS_RE.match(address):
+                raise self.error(key, f"not a plain mail address (user or user@domain): {address!r}")
+        return addresses
 
-def _abspath(path: str, section: str, key: str, value: str) -> str:
-    value = value.strip()
-    if not value.startswith("/"):
-        raise ConfigError(f"{_where(path, section, key)}: must be an absolute path: {value!r}")
-    return value
+    def keys(self, key: str) -> List[str]:
+        keys = self.comma_list(key, "audit key")
+        for audit_key in keys:
+            if not KEY_RE.match(audit_key):
+                raise self.error(key, f"an audit key is 1-255 printable characters without spaces: {audit_key!r}")
+        return keys
 
+    def abspath(self, key: str, default: str) -> str:
+        value = self.values.get(key, default).strip()
+        if not value.startswith("/"):
+            raise self.error(key, f"must be an absolute path: {value!r}")
+        return value
 
-def _keys(path: str, section: str, key: str, value: str) -> List[str]:
-    keys = _comma_list(path, section, key, value, "audit key")
-    for audit_key in keys:
-        if not KEY_RE.match(audit_key):
-            raise ConfigError(f"{_where(path, section, key)}: an audit key is 1-255 printable characters without spaces: "
-                              f"{audit_key!r}")
-    return keys
+    def password(self, key: str) -> str:
+        """The password in the file the key names, which must be private: only the plugin's
+        user (root) can read it, and only it can change it."""
+        filename = self.abspath(key, "")
+        try:
+            with open(filename, "rb") as handle:
+                info = os.fstat(handle.fileno())
+                # smtplib sends AUTH credentials as ASCII only
+                secret = handle.read(4096).decode("ascii").strip()
+        except (OSError, UnicodeDecodeError) as err:
+            raise self.error(key, f"cannot read {filename}: {err}")
+        if info.st_uid != os.geteuid():
+            raise self.error(key, f"{filename} is owned by uid {info.st_uid}, not {os.geteuid()}; "
+                                  "make it root's, mode 0600")
+        if info.st_mode & 0o077:
+            raise self.error(key, f"{filename} is readable by others (mode {info.st_mode & 0o777:o}); "
+                                  "make it 0600")
+        return secret
 
-
-def _read_password(path: str, section: str, key: str, value: str) -> str:
-    filename = _abspath(path, section, key, value)
-    try:
-        with open(filename, "rb") as handle:
-            info = os.fstat(handle.fileno())
-            # smtplib sends AUTH credentials as ASCII only
-            secret = handle.read(4096).decode("ascii").strip()
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{_where(path, section, key)}: cannot read {filename}: {err}")
-    # Private means: only the plugin's user (root) can read it, and only it can change it.
-    if info.st_uid != os.geteuid():
-        raise ConfigError(f"{_where(path, section, key)}: {filename} is owned by uid {info.st_uid}, "
-                          f"not {os.geteuid()}; make it root's, mode 0600")
-    if info.st_mode & 0o077:
-        raise ConfigError(f"{_where(path, section, key)}: {filename} is readable by others "
-                          f"(mode {info.st_mode & 0o777:o}); make it 0600")
-    return secret
-
-
-def _tls_context(path: str, section: str, key: str, value: str) -> ssl.SSLContext:
-    """A client TLS context that trusts exactly the CA bundle named by the key (PEM), with
-    certificate and host name verification as ssl.create_default_context sets them."""
-    filename = _abspath(path, section, key, value)
-    try:
-        context = ssl.create_default_context(cafile=filename)
-    except (OSError, ssl.SSLError) as err:
-        raise ConfigError(f"{_where(path, section, key)}: cannot load the CA bundle {filename}: {err}")
-    if not context.cert_store_stats()["x509"]:
-        raise ConfigError(f"{_where(path, section, key)}: {filename} holds no certificate")
-    return context
+    def tls_context(self, key: str) -> ssl.SSLContext:
+        """A client TLS context that trusts exactly the CA bundle named by the key (PEM), with
+        certificate and host name verification as ssl.create_default_context sets them."""
+        filename = self.abspath(key, "")
+        try:
+            context = ssl.create_default_context(cafile=filename)
+        except (OSError, ssl.SSLError) as err:
+            raise self.error(key, f"cannot load the CA bundle {filename}: {err}")
+        if not context.cert_store_stats()["x509"]:
+            raise self.error(key, f"{filename} holds no certificate")
+        return context
 
 
 def load_config(path: str, arg_keys: List[str], must_exist: bool) -> Config:
@@ -237,16 +254,16 @@ def load_config(path: str, arg_keys: List[str], must_exist: bool) -> Config:
     config.required = must_exist
     parser = _read_ini(path, must_exist)
 
-    def section(name: str):
-        return parser[name] if parser.has_section(name) else {}
+    def section(name: str) -> Section:
+        return Section(path, name, parser[name] if parser.has_section(name) else {})
 
-    _load_mail(config, path, section("mail"))
-    _load_limits(config, path, section("limits"))
-    _load_spool(config, path, section("spool"))
+    _load_mail(config, section("mail"))
+    _load_limits(config, section("limits"))
+    _load_spool(config, section("spool"))
     _load_rules(config, path, parser)
-    _load_tamper(config, path, section("tamper"))
+    _load_tamper(config, section("tamper"))
     if arg_keys:
-        keys = _keys("command line", "args", "KEY", ",".join(arg_keys))
+        keys = Section("command line", "args", {"KEY": ",".join(arg_keys)}).keys("KEY")
         if any("," in k for k in arg_keys):
             raise ConfigError("command line: [args] KEY: a key cannot contain a comma")
         config.rules.append(Rule("args", keys, config.to, config.max_mails, config.window))
@@ -266,122 +283,90 @@ def _read_ini(path: str, must_exist: bool) -> configparser.ConfigParser:
             raise ConfigError(f"{path}: no such file")
     except (OSError, UnicodeDecodeError, configparser.Error) as err:
         raise ConfigError(f"{path}: {err}".replace("\n", " "))
-    for section in parser.sections():
-        kind = "rule" if section.startswith("rule ") else section
+    for name in parser.sections():
+        kind = "rule" if name.startswith("rule ") else name
+        section = Section(path, name, parser[name])
         if kind not in ALLOWED:
-            raise ConfigError(f"{_where(path, section)}: unknown section (expected mail, limits, spool, "
-                              "tamper or 'rule NAME')")
-        for key in parser[section]:
+            raise section.error("", "unknown section (expected mail, limits, spool, tamper or 'rule NAME')")
+        for key in parser[name]:
             if key not in ALLOWED[kind]:
-                raise ConfigError("{}: unknown key (allowed: {})".format(
-                    _where(path, section, key), ", ".join(sorted(ALLOWED[kind]))))
+                raise section.error(key, "unknown key (allowed: {})".format(", ".join(sorted(ALLOWED[kind]))))
     return parser
 
 
-def _choice(path: str, key: str, value: str, choices: Tuple[str, ...]) -> str:
-    value = value.strip()
-    if value not in choices:
-        raise ConfigError("{}: must be {}, not {!r}".format(
-            _where(path, "mail", key), " or ".join([", ".join(choices[:-1]), choices[-1]]), value))
-    return value
+def _load_mail(config: Config, mail: Section) -> None:
+    config.to = mail.addresses("to", config.to)
+    senders = mail.addresses("from", [config.sender])
+    if len(senders) > 1:  # one From, one envelope sender: a second one would be ignored
+        raise mail.error("from", f"one address only, not {len(senders)}")
+    config.sender = senders[0]
+    config.transport = mail.choice("transport", ("sendmail", "smtp"), config.transport)
+    config.sendmail = mail.abspath("sendmail", config.sendmail)
+    config.timeout = mail.int("timeout", 1, 3600, config.timeout)
+    _load_smtp(config, mail)
 
 
-def _load_mail(config: Config, path: str, mail) -> None:
-    if "to" in mail:
-        config.to = _addresses(path, "mail", "to", mail["to"])
-    if "from" in mail:
-        senders = _addresses(path, "mail", "from", mail["from"])
-        if len(senders) > 1:  # one From, one envelope sender: a second one would be ignored
-            raise ConfigError(f"{_where(path, 'mail', 'from')}: one address only, not {len(senders)}")
-        config.sender = senders[0]
-    if "transport" in mail:
-        config.transport = _choice(path, "transport", mail["transport"], ("sendmail", "smtp"))
-    if "sendmail" in mail:
-        config.sendmail = _abspath(path, "mail", "sendmail", mail["sendmail"])
-    if "timeout" in mail:
-        config.timeout = _int(path, "mail", "timeout", mail["timeout"], 1, 3600)
-    _load_smtp(config, path, mail)
-
-
-def _load_smtp(config: Config, path: str, mail) -> None:
-    if "smtp_tls" in mail:
-        config.smtp_tls = _choice(path, "smtp_tls", mail["smtp_tls"], ("starttls", "tls", "none"))
+def _load_smtp(config: Config, mail: Section) -> None:
+    config.smtp_tls = mail.choice("smtp_tls", ("starttls", "tls", "none"), config.smtp_tls)
     if "smtp_ca_file" in mail:
-        config.smtp_context = _tls_context(path, "mail", "smtp_ca_file", mail["smtp_ca_file"])
-    config.smtp_host = mail.get("smtp_host", "").strip()
-    config.smtp_port = 465 if config.smtp_tls == "tls" else 25
-    if "smtp_port" in mail:
-        config.smtp_port = _int(path, "mail", "smtp_port", mail["smtp_port"], 1, 65535)
-    config.smtp_user = mail.get("smtp_user", "").strip()
+        config.smtp_context = mail.tls_context("smtp_ca_file")
+    config.smtp_host = mail.values.get("smtp_host", "").strip()
+    config.smtp_port = mail.int("smtp_port", 1, 65535, 465 if config.smtp_tls == "tls" else 25)
+    config.smtp_user = mail.values.get("smtp_user", "").strip()
     if config.transport != "smtp":
         return
     if not config.smtp_host:
-        raise ConfigError("{}: required when transport = smtp".format(_where(path, "mail", "smtp_host")))
+        raise mail.error("smtp_host", "required when transport = smtp")
     if config.smtp_user:
         if "smtp_password_file" not in mail:
-            raise ConfigError("{}: required when smtp_user is set".format(
-                _where(path, "mail", "smtp_password_file")))
-        config.smtp_password = _read_password(path, "mail", "smtp_password_file",
-                                              mail["smtp_password_file"])
+            raise mail.error("smtp_password_file", "required when smtp_user is set")
+        config.smtp_password = mail.password("smtp_password_file")
 
 
-def _load_limits(config: Config, path: str, limits) -> None:
-    if "max_mails" in limits:
-        config.max_mails = _int(path, "limits", "max_mails", limits["max_mails"], 1, 1000000)
-    if "window" in limits:
-        config.window = _int(path, "limits", "window", limits["window"], 1, 86400 * 7)
+def _load_limits(config: Config, limits: Section) -> None:
+    config.max_mails = limits.int("max_mails", 1, 1000000, config.max_mails)
+    config.window = limits.int("window", 1, 86400 * 7, config.window)
 
 
-def _load_spool(config: Config, path: str, spool) -> None:
-    if "dir" in spool:
-        config.spool_dir = _abspath(path, "spool", "dir", spool["dir"])
-    if "retry_min" in spool:
-        config.retry_min = _int(path, "spool", "retry_min", spool["retry_min"], 1, 86400)
-    if "retry_max" in spool:
-        config.retry_max = _int(path, "spool", "retry_max", spool["retry_max"], 1, 86400 * 7)
+def _load_spool(config: Config, spool: Section) -> None:
+    config.spool_dir = spool.abspath("dir", config.spool_dir)
+    config.retry_min = spool.int("retry_min", 1, 86400, config.retry_min)
+    config.retry_max = spool.int("retry_max", 1, 86400 * 7, config.retry_max)
     if config.retry_max < config.retry_min:
-        raise ConfigError("{}: smaller than retry_min ({})".format(
-            _where(path, "spool", "retry_max"), config.retry_min))
+        raise spool.error("retry_max", f"smaller than retry_min ({config.retry_min})")
 
 
 def _load_rules(config: Config, path: str, parser: configparser.ConfigParser) -> None:
-    for section in parser.sections():
-        if not section.startswith("rule "):
+    for name in parser.sections():
+        if not name.startswith("rule "):
             continue
-        name = section[len("rule "):].strip()
-        if not RULE_NAME_RE.match(name) or name in RESERVED_RULE_NAMES:
-            raise ConfigError(f"{_where(path, section)}: a rule name is 1-64 of A-Z a-z 0-9 _ . - and not "
-                              "'args' or 'tamper'")
+        section = Section(path, name, parser[name])
+        rule_name = name[len("rule "):].strip()
+        if not RULE_NAME_RE.match(rule_name) or rule_name in RESERVED_RULE_NAMES:
+            raise section.error("", "a rule name is 1-64 of A-Z a-z 0-9 _ . - and not 'args' or 'tamper'")
         # [rule r] and [rule  r ] are two sections to configparser but one rule name here.
-        if any(rule.name == name for rule in config.rules):
-            raise ConfigError(f"{_where(path, section)}: a second rule named {name!r}")
-        values = parser[section]
-        if "keys" not in values:
-            raise ConfigError("{}: required".format(_where(path, section, "keys")))
-        config.rules.append(_rule(config, path, section, name,
-                                  _keys(path, section, "keys", values["keys"]), values))
+        if any(rule.name == rule_name for rule in config.rules):
+            raise section.error("", f"a second rule named {rule_name!r}")
+        if "keys" not in section:
+            raise section.error("keys", "required")
+        config.rules.append(_rule(config, section, rule_name, section.keys("keys")))
 
 
-def _rule(config: Config, path: str, section: str, name: str, keys: List[str], values) -> Rule:
+def _rule(config: Config, section: Section, name: str, keys: List[str]) -> Rule:
     """A rule with its own to, max_mails and window where the section sets them, else the
     [mail] and [limits] ones."""
-    return Rule(
-        name, keys,
-        _addresses(path, section, "to", values["to"]) if "to" in values else config.to,
-        _int(path, section, "max_mails", values["max_mails"], 1, 1000000)
-        if "max_mails" in values else config.max_mails,
-        _int(path, section, "window", values["window"], 1, 86400 * 7)
-        if "window" in values else config.window)
+    return Rule(name, keys, section.addresses("to", config.to),
+                section.int("max_mails", 1, 1000000, config.max_mails),
+                section.int("window", 1, 86400 * 7, config.window))
 
 
-def _load_tamper(config: Config, path: str, tamper) -> None:
+def _load_tamper(config: Config, tamper: Section) -> None:
     """[tamper]: on unless enabled = no; recipients and limit default to the main ones."""
-    enabled = tamper.get("enabled", "yes").strip().lower()
+    enabled = tamper.values.get("enabled", "yes").strip().lower()
     if enabled not in ("yes", "no"):
-        raise ConfigError(f"{_where(path, 'tamper', 'enabled')}: must be yes or no, not {enabled!r}")
-    if enabled == "no":
-        return
-    config.tamper = _rule(config, path, "tamper", TAMPER_RULE, [TAMPER_RULE], tamper)
+        raise tamper.error("enabled", f"must be yes or no, not {enabled!r}")
+    if enabled == "yes":
+        config.tamper = _rule(config, tamper, TAMPER_RULE, [TAMPER_RULE])
 
 
 # ---------------------------------------------------------------------------------------
@@ -851,15 +836,19 @@ def replace_file(path: str, data: bytes) -> None:
 
 
 class Spool:
-    """`<dir>/queue/` holds one complete message per file (written under a temporary name,
-    then renamed); a file is deleted only after its delivery succeeded. `<dir>/bad/` holds
-    the files that no delivery can succeed with (refused for good, or unreadable as mail)."""
+    """The spool directory's layout, its one owner here (docs/design.md): `<dir>/queue/`
+    holds one complete message per file (written under a temporary name, then renamed); a
+    file is deleted only after its delivery succeeded. `<dir>/bad/` holds the files that no
+    delivery can succeed with (refused for good, or unreadable as mail). `status.json`, the
+    `verify/` requests and the role's `maintenance` marker are read and written here too."""
 
     def __init__(self, directory: str) -> None:
         self.dir = directory
         self.queue_dir = os.path.join(directory, "queue")
         self.bad_dir = os.path.join(directory, "bad")
         self.verify_dir = os.path.join(directory, "verify")
+        self.status_path = os.path.join(directory, "status.json")
+        self.maintenance_path = os.path.join(directory, "maintenance")
         self.bad_count = 0  # files in bad/: counted at start, plus those moved there since
         self._seq = 0
         self._lock = threading.Lock()  # guards _seq, _sizes and _bytes: two threads use them
@@ -979,7 +968,7 @@ class Spool:
         """The window (START, END) of the role's maintenance marker `<dir>/maintenance`, END
         capped at START + MAINTENANCE_MAX; None when there is none, or when it is not a
         regular file of root's that only root can write (then it is ignored, and logged)."""
-        path = os.path.join(self.dir, "maintenance")
+        path = self.maintenance_path
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
@@ -999,6 +988,10 @@ class Spool:
             return None
         start, end = int(fields[0]), int(fields[1])
         return start, min(end, start + MAINTENANCE_MAX)
+
+    def write_status(self, document: dict) -> None:
+        """Write status.json anew (replace_file: never through a planted link)."""
+        replace_file(self.status_path, json.dumps(document, indent=1, sort_keys=True).encode())
 
     def verify_token(self, ppid: str, log: Log) -> Optional[str]:
         """The token of a verification request `<dir>/verify/<ppid>`, if there is one."""
@@ -1195,6 +1188,25 @@ class Status:
         self.long_lines = 0  # input lines dropped for being longer than MAX_LINE
         self.tamper_suppressed = 0  # tamper findings in the role's maintenance window
         self.changed = True
+
+    def document(self, now: float, rules: dict) -> dict:
+        """status.json's content (docs/design.md); rules: each rule's RateLimiter row."""
+        with self.lock:
+            self.changed = False
+            return {
+                "pid": os.getpid(),
+                "updated": now,
+                "rules": rules,
+                "queue": self.queue,
+                "last_error": self.last_error,
+                "last_error_permanent": self.last_error_permanent,
+                "last_delivery": self.last_delivery,
+                "bad": self.bad,
+                "unspooled": self.unspooled,
+                "dropped": self.dropped,
+                "long_lines": self.long_lines,
+                "tamper_suppressed": self.tamper_suppressed,
+            }
 
 
 class Deliverer(threading.Thread):
@@ -1829,15 +1841,82 @@ def compose_tamper(config: Config, rule: Rule, tamper: Tamper) -> EmailMessage:
 
 
 # ---------------------------------------------------------------------------------------
-# The plugin: reading, matching, limiting, accepting.
+# Rate limits: at most max_mails mails per rule and window, then one digest.
 
 class Window:
     """A rule's current rate-limit window."""
 
-    def __init__(self) -> None:
-        self.end = 0.0
+    def __init__(self, rule: Rule, end: float) -> None:
+        self.rule = rule  # as it was when the window began: a reload may drop it
+        self.end = end
         self.sent = 0
         self.held = Held()
+
+
+class Digest:
+    """What one rule held back in one window, due to be mailed."""
+
+    def __init__(self, rule: Rule, held: Held, window_end: float) -> None:
+        self.rule = rule
+        self.held = held
+        self.window_end = window_end
+
+
+class RateLimiter:
+    """One window per rule (it starts with the first event after the last one ended): the
+    first max_mails events are admitted, the rest are held back, counted by group, and
+    reported in one digest when the window ends. Knows nothing of events or mail."""
+
+    def __init__(self) -> None:
+        self.windows = {}  # type: dict  # rule name -> its Window
+        self.due = []  # type: List[Digest]  # of windows that admit() found ended
+
+    def admit(self, rule: Rule, group: Tuple[str, str, str], now: float) -> bool:
+        """Whether an event of the rule may be mailed now; else it is held back under group
+        (subject, action, object)."""
+        window = self.windows.get(rule.name)
+        if window is None or now >= window.end:
+            if window is not None and window.held.total:
+                self.due.append(Digest(rule, window.held, window.end))
+            window = self.windows[rule.name] = Window(rule, now + rule.window)
+        if window.sent < rule.max_mails:
+            window.sent += 1
+            return True
+        held = window.held
+        if not held.total:
+            held.first = now
+        held.total += 1
+        shown = (escape_text(group[0], 60), escape_text(group[1], 60), escape_text(group[2], 120))
+        if shown not in held.groups and len(held.groups) >= MAX_DIGEST_GROUPS:
+            shown = ("(other)", "(other)", "(other)")
+        held.groups[shown] += 1
+        return False
+
+    def digests(self, rules: List[Rule], now: float, force: bool = False) -> List[Digest]:
+        """The digests due: those admit() found, and one for each window that ended (every
+        window, when forced: at exit). Ended windows are forgotten, and so are the windows
+        of rules that are no longer among rules, after their digest."""
+        due, self.due = self.due, []
+        current = {rule.name: rule for rule in rules}
+        for name, window in list(self.windows.items()):
+            ended = now >= window.end
+            rule = current.get(name)
+            if window.held.total and (ended or force or rule is None):
+                due.append(Digest(rule or window.rule, window.held, min(now, window.end)))
+                window.held = Held()
+            if ended or rule is None:
+                del self.windows[name]
+        return due
+
+    def row(self, rule: Rule) -> dict:
+        """The rule's status.json row."""
+        window = self.windows.get(rule.name)
+        return {"keys": rule.keys, "window_end": window.end if window else None,
+                "sent": window.sent if window else 0, "held": window.held.total if window else 0}
+
+
+# ---------------------------------------------------------------------------------------
+# The plugin: reading, matching, limiting, accepting.
 
 
 def key_pattern(rules: List[Rule], tamper: bool = False) -> "re.Pattern":
@@ -1865,7 +1944,7 @@ class Plugin:
         self.arg_keys = arg_keys
         self.pattern = key_pattern(config.rules, config.tamper is not None)
         self.candidates = OrderedDict()  # type: OrderedDict  # serial -> None
-        self.windows = {}  # type: dict  # rule name -> Window
+        self.limiter = RateLimiter()
         self.partial = b""  # the start of a line whose end has not come yet
         self.skipping = False  # inside a line longer than MAX_LINE: drop up to its end
         self.status = Status()
@@ -1918,15 +1997,8 @@ class Plugin:
         if config.spool_dir != self.config.spool_dir:
             self.log.warning("[spool] dir changes take effect at the next start")
             config.spool_dir = self.config.spool_dir
-        # A rule that is gone reports what it held back before it goes.
-        names = {rule.name for rule in config.all_rules()}
-        for rule in self.config.all_rules():
-            window = self.windows.get(rule.name)
-            if rule.name not in names and window is not None:
-                if window.held.total:
-                    self._digest(rule, window)
-                del self.windows[rule.name]
         self.config = config
+        self.send_digests()  # a rule that is gone reports what it held back
         self.pattern = key_pattern(config.rules, config.tamper is not None)
         if self.deliverer:
             self.deliverer.config = config
@@ -1999,7 +2071,7 @@ class Plugin:
         digest windows that ended, write status.json."""
         self.au.feed_age_events()
         self.tamper.tick()
-        self.flush_windows()
+        self.send_digests()
         self.write_status()
 
     def feed(self, data: bytes) -> None:
@@ -2109,31 +2181,14 @@ class Plugin:
             self.emit(compose_alert(self.config, rule, key, event, token))
 
     def admit(self, rule: Rule, group: Tuple[str, str, str], token: Optional[str]) -> bool:
-        """Whether the rule may mail now; else the event is held back for the window's
-        digest under group (subject, action, object). Verification mails are neither
-        counted nor held back."""
+        """Whether the rule may mail now (RateLimiter). Verification mails are neither
+        counted nor held back. A window that the event finds ended is digested first."""
         if token is not None:
             return True
-        now = time.time()
-        window = self.windows.get(rule.name)
-        if window is None or now >= window.end:
-            if window is not None and window.held.total:
-                self._digest(rule, window)
-            window = self.windows[rule.name] = Window()
-            window.end = now + rule.window
+        admitted = self.limiter.admit(rule, group, time.time())
         self.status.changed = True
-        if window.sent < rule.max_mails:
-            window.sent += 1
-            return True
-        held = window.held
-        if not held.total:
-            held.first = now
-        held.total += 1
-        shown = (escape_text(group[0], 60), escape_text(group[1], 60), escape_text(group[2], 120))
-        if shown not in held.groups and len(held.groups) >= MAX_DIGEST_GROUPS:
-            shown = ("(other)", "(other)", "(other)")
-        held.groups[shown] += 1
-        return False
+        self.send_digests()
+        return admitted
 
     def handle_tamper(self, au) -> None:
         """A tamper finding from the records of this event, stamped with its time and id."""
@@ -2169,20 +2224,12 @@ class Plugin:
         if rule is not None and self.admit(rule, (finding.who, finding.kind, finding.summary), finding.token):
             self.emit(compose_tamper(self.config, rule, finding))
 
-    def flush_windows(self, force_all: bool = False) -> None:
-        now = time.time()
-        rules = {rule.name: rule for rule in self.config.all_rules()}
-        for name, window in list(self.windows.items()):
-            if window.held.total and (force_all or now >= window.end) and name in rules:
-                self._digest(rules[name], window)
-                window.held = Held()
-            if now >= window.end and not window.held.total:
-                del self.windows[name]
-                self.status.changed = True
-
-    def _digest(self, rule: Rule, window: Window) -> None:
-        self.emit(compose_digest(self.config, rule, window.held, min(time.time(), window.end)))
-        self.log.info(f"rule {rule.name}: digest of {window.held.total} held-back events")
+    def send_digests(self, force: bool = False) -> None:
+        """Mail the digests that are due (all of them when forced, at exit)."""
+        for digest in self.limiter.digests(self.config.all_rules(), time.time(), force):
+            self.emit(compose_digest(self.config, digest.rule, digest.held, digest.window_end))
+            self.log.info(f"rule {digest.rule.name}: digest of {digest.held.total} held-back events")
+            self.status.changed = True
 
     def emit(self, message: EmailMessage) -> None:
         data = message.as_bytes(policy=WIRE_POLICY)
@@ -2219,36 +2266,15 @@ class Plugin:
         now = time.time()
         if not force and (not self.status.changed or now - self.status_written < STATUS_INTERVAL):
             return
-        with self.status.lock:
-            self.status.changed = False
-            document = {
-                "pid": os.getpid(),
-                "updated": now,
-                "rules": {
-                    rule.name: {
-                        "keys": rule.keys,
-                        "window_end": self.windows[rule.name].end if rule.name in self.windows else None,
-                        "sent": self.windows[rule.name].sent if rule.name in self.windows else 0,
-                        "held": self.windows[rule.name].held.total if rule.name in self.windows else 0,
-                    } for rule in self.config.all_rules()},
-                "queue": self.status.queue,
-                "last_error": self.status.last_error,
-                "last_error_permanent": self.status.last_error_permanent,
-                "last_delivery": self.status.last_delivery,
-                "bad": self.status.bad,
-                "unspooled": self.status.unspooled,
-                "dropped": self.status.dropped,
-                "long_lines": self.status.long_lines,
-                "tamper_suppressed": self.status.tamper_suppressed,
-            }
+        document = self.status.document(
+            now, {rule.name: self.limiter.row(rule) for rule in self.config.all_rules()})
         self.status_written = now
-        path = os.path.join(self.spool.dir, "status.json")
         try:
-            replace_file(path, json.dumps(document, indent=1, sort_keys=True).encode())
+            self.spool.write_status(document)
         except OSError as err:
             self.status.changed = True  # try again at the next tick; say so once
             if str(err) != self.status_error:
-                self.log.error(f"cannot write {path}: {err}")
+                self.log.error(f"cannot write {self.spool.status_path}: {err}")
             self.status_error = str(err)
             return
         self.status_error = None
@@ -2274,7 +2300,7 @@ class Plugin:
         self.finish_input()
         if self.config.tamper is not None:
             self.tamper.at_exit(self.stop_sender, self.stop_time or time.time())
-        self.flush_windows(force_all=True)
+        self.send_digests(force=True)
         if self.deliverer:
             budget = max(self.config.timeout, SHUTDOWN_DELIVERY)
             self.deliverer.stop(time.monotonic() + budget)

@@ -1,0 +1,163 @@
+"""Tamper findings on the real chain (conftest.py): this host's kernel and auditd, the
+plugin started by auditd, dma delivering to /var/mail/root. Each way of switching the
+alerting off yields exactly one tamper mail naming the change and the actor; a flood of
+them is limited with an exact digest; lost events are counted exactly."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import mailbox
+import os
+import re
+import signal
+import subprocess
+import time
+
+from realchain import MAILBOX, run, wait_for
+
+
+def now() -> float:
+    """The time, as the kernel will stamp the next event: it reads a coarse clock, up to a
+    tick (10 ms at HZ=100) behind time.time()."""
+    return time.time() - 0.02
+
+
+def tamper_mails(since: float, kind: str | None = None) -> list:
+    """Tamper mails in /var/mail/root whose event (or, without one, whose Date) is not older
+    than since: the host's mailbox also holds those of earlier tests."""
+    box = mailbox.mbox(MAILBOX, create=False)
+    try:
+        messages = [email.message_from_bytes(m.as_bytes(), policy=email.policy.default) for m in box]
+    finally:
+        box.close()
+    found = []
+    for message in messages:
+        if message["X-Audit-Tamper"] is None and message["X-Audit-Digest"] != "tamper":
+            continue
+        event = message["X-Audit-Event"]
+        when = float(event.split(":")[0]) if event else message["Date"].datetime.timestamp() + 1
+        if when >= since and (kind is None or message["X-Audit-Tamper"] == kind):
+            found.append(message)
+    return found
+
+
+def settled(chain, sent: int) -> None:
+    """Wait until the plugin has mailed sent tamper findings and delivered its queue."""
+    def done():
+        status = chain.status()
+        return status["rules"]["tamper"]["sent"] == sent and status["queue"] == 0
+    wait_for(done, what=f"the plugin to have mailed {sent} tamper findings")
+
+
+def the_only_tamper_mail(chain, since: float, kind: str):
+    wait_for(lambda: tamper_mails(since, kind), what=f"a {kind} tamper mail")
+    settled(chain, 1)
+    mails = tamper_mails(since)
+    assert [m["X-Audit-Tamper"] for m in mails] == [kind], [m["Subject"] for m in mails]
+    return mails[0]
+
+
+def test_removing_the_watch_yields_one_mail_naming_key_and_actor(chain):
+    since = now()
+    chain.delete_rule()
+    mail = the_only_tamper_mail(chain, since, "rules-removed")
+    body = mail.get_content()
+    assert f"Removed keys: {chain.key}" in body
+    assert "exe=/usr/sbin/auditctl" in body or "exe=/sbin/auditctl" in body
+    assert mail["Subject"].startswith(f"[audit] tamper: audit rules removed ({chain.key})")
+
+
+def test_deleting_all_rules_yields_one_mail_for_the_burst(chain):
+    other = chain.dir / "other"
+    other.write_text("x")
+    run("auditctl", "-w", other, "-p", "wa", "-k", chain.key + "-other")  # not watched
+    run("auditctl", "-w", chain.dir, "-p", "wa", "-k", chain.key)  # a second watched rule
+    since = now()
+    run("auditctl", "-D")
+    mail = the_only_tamper_mail(chain, since, "rules-removed")
+    body = mail.get_content()
+    assert f"Removed keys: {chain.key}\n" in body
+    assert re.search(r"^Rules removed: 2 with a watched key, \d+ others$", body, re.MULTILINE)
+
+
+def test_disabling_auditing_yields_one_mail(chain):
+    since = now()
+    try:
+        run("auditctl", "-e", "0")
+        mail = the_only_tamper_mail(chain, since, "audit-disabled")
+    finally:
+        run("auditctl", "-e", "1")
+    assert "audit_enabled 1 -> 0" in mail.get_content()
+
+
+def test_stopping_auditd_yields_one_mail_and_no_plugin_stopped(chain):
+    since = now()
+    plugin_pids = chain.plugin_pids()
+    run("service", "auditd", "stop")
+    wait_for(lambda: not any(os.path.exists(f"/proc/{pid}") for pid in plugin_pids),
+             what="the plugin to exit")
+    wait_for(lambda: tamper_mails(since), what="the tamper mail of auditd's stop")
+    # The plugin has exited: what it mailed is all it will mail.
+    mails = tamper_mails(since)
+    assert [m["X-Audit-Tamper"] for m in mails] == ["auditd-stopped"], [m["Subject"] for m in mails]
+    assert "DAEMON_END" in mails[0].get_content()
+    assert f"pid={os.getpid()}" not in mails[0].get_content()  # `service` sent it, not us
+
+
+def test_killing_the_plugin_yields_one_mail_naming_the_sender(chain):
+    since = now()
+    [pid] = chain.plugin_pids()
+    os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), what="the plugin to exit")
+    mails = wait_for(lambda: tamper_mails(since), what="the plugin-stopped mail")
+    assert [m["X-Audit-Tamper"] for m in mails] == ["plugin-stopped"]
+    body = mails[0].get_content()
+    assert f"pid={os.getpid()} uid=root(0)" in body
+    assert "SIGTERM from a process other than auditd" in body
+
+
+def test_a_flood_of_findings_is_limited_with_an_exact_digest(chain):
+    chain.write_config(extra="[tamper]\nmax_mails = 3\nwindow = 4\n")
+    chain.hup_plugin()
+    since = now()
+    total = 20
+    try:
+        for _ in range(total):
+            run("auditctl", "-e", "0")
+            run("auditctl", "-e", "1")
+    finally:
+        run("auditctl", "-e", "1")
+    digests = wait_for(lambda: [m for m in tamper_mails(since) if m["X-Audit-Digest"]],
+                       what="the tamper digest at the window's end")
+    mails = [m for m in tamper_mails(since) if not m["X-Audit-Digest"]]
+    held = int(re.search(r"^Held back: (\d+)$", digests[0].get_content(), re.MULTILINE).group(1))
+    assert len(digests) == 1 and len(mails) == 3
+    assert len(mails) + held == total, (len(mails), held)
+
+
+def lost_counter() -> int:
+    status = run("auditctl", "-s").stdout
+    return int(re.search(r"^lost (\d+)$", status, re.MULTILINE).group(1))
+
+
+def test_lost_events_are_reported_with_the_exact_count(chain):
+    chain.write_config(extra="[tamper]\nmax_mails = 100\n")
+    chain.hup_plugin()
+    before = lost_counter()
+    since = now()
+    try:
+        run("auditctl", "-r", "1")  # one message a second: the rest is lost
+        for _ in range(50):
+            subprocess.run([str(chain.watched)], check=True)
+    finally:
+        run("auditctl", "-r", "0")
+    assert lost_counter() > before, "the rate limit dropped nothing"
+
+    def reported():
+        counts = [int(re.search(r"the kernel lost (\d+) events", m.get_content()).group(1))
+                  for m in tamper_mails(since, "events-lost")]
+        return counts if sum(counts) == lost_counter() - before else None
+    counts = wait_for(reported, timeout=30, what="events-lost mails adding up to the counter")
+    print(f"lost {sum(counts)} events, reported in {len(counts)} mails")
+    assert tamper_mails(since, "audit-setting"), "setting a rate limit is a finding too"
