@@ -12,12 +12,15 @@ import mailbox
 import os
 import re
 import shutil
+import stat
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 from host_auditd import auditd_pid
+from polling import wait_for
+from tamper_mail import no_tamper_mail, subjects, tamper_mails, watched_rules_loaded
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -35,8 +38,9 @@ CONFIG = "/etc/audit/audisp-mailalert.conf"
 PLUGIN_CONF = "/etc/audit/plugins.d/audisp-mailalert.conf"
 RULES = "/etc/audit/rules.d/60-audit-mail-alert.rules"
 SPOOL = "/var/spool/audisp-mailalert"
+MARKER = f"{SPOOL}/maintenance"
 PASSWORD = "/etc/audit/audisp-mailalert.pass"
-ROLE_PATHS = [PLUGIN, CONFIG, PASSWORD, PLUGIN_CONF, RULES, SPOOL]
+ROLE_PATHS = [PLUGIN, CONFIG, PASSWORD, PLUGIN_CONF, RULES, SPOOL, MARKER]
 # A rule of the host's own, which the role must leave loaded.
 HOST_RULES = "/etc/audit/rules.d/50-amr-host.rules"
 HOST_KEY = "amr-host-rule"
@@ -127,6 +131,16 @@ def snapshot():
     return state
 
 
+def assert_marker_closed():
+    """The role's maintenance marker is root's 0600 regular file and its window is closed
+    (END is the time the role finished, not in the future)."""
+    st = os.lstat(MARKER)
+    assert (stat.S_ISREG(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (True, 0o600, 0, 0)
+    start, end = (int(field) for field in Path(MARKER).read_text().split())
+    assert start <= end <= time.time(), (start, end)
+    return start, end
+
+
 def alerts(key):
     """Messages in root's mailbox with this X-Audit-Key."""
     if not os.path.exists(MAILBOX):
@@ -196,7 +210,8 @@ def test_check_mode_on_a_clean_host_changes_nothing(host):
 
 
 def test_converge(host):
-    run = playbook("converge.yml")
+    with no_tamper_mail():
+        run = playbook("converge.yml")
     assert run.rc == 0, run
     record("converge on a clean host", run)
     for path, mode in [(PLUGIN, 0o750), (CONFIG, 0o640), (PLUGIN_CONF, 0o640),
@@ -204,6 +219,7 @@ def test_converge(host):
         st = os.stat(path)
         assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (mode, 0, 0), path
     assert {"amr-exec-w", "amr-hostname", HOST_KEY} <= loaded_keys()
+    assert_marker_closed()
     pids = plugin_pids()
     assert len(pids) == 1, pids
     assert os.stat(f"/proc/{pids[0]}").st_uid == 0
@@ -224,7 +240,8 @@ def test_verify_module_proves_the_chain(host):
 
 
 def test_second_run_changes_nothing(host):
-    run = playbook("converge.yml")
+    with no_tamper_mail():
+        run = playbook("converge.yml")
     assert run.rc == 0, run
     record("second run (idempotent)", run)
     assert run.changed == 0, f"changed: {run.changed_tasks}\n{run}"
@@ -240,18 +257,26 @@ def test_check_mode_on_a_converged_host_changes_nothing(host):
 
 def test_key_change_changes_only_rules_and_plugin_config(host):
     before = snapshot()
-    run = playbook("converge.yml", "-e", "role_vars_file=vars_key_changed.yml", "--diff")
+    # The load removes each watched rule before it adds the new ones: the plugin counts
+    # each removal as the role's work and mails nothing.
+    with no_tamper_mail(suppressed=watched_rules_loaded()):
+        run = playbook("converge.yml", "-e", "role_vars_file=vars_key_changed.yml", "--diff")
     assert run.rc == 0, run
     assert set(run.changed_tasks) == {
         "Rules | Write the audit rules",
+        "Rules | Mark the start of the rules load",
         "Rules | Load the audit rules with augenrules",
         "Rules | Drop the backup of the previous rules file",
+        "Rules | Mark the end of the rules load",
         "Plugin | Write the plugin config",
+        "Mark the start of the role's work on auditd",
         "Reload auditd",
+        "Mark the end of the role's work on auditd",
     }, run
     after = snapshot()
     changed = {k for k in before if before[k] != after[k]}
-    assert changed == {"rules", RULES, CONFIG}, changed
+    assert changed == {"rules", RULES, CONFIG, MARKER}, changed
+    assert_marker_closed()
     keys = loaded_keys()
     assert "amr-exec-w2" in keys and "amr-exec-w" not in keys
     # The running plugin re-read its config (SIGHUP): the renamed key raises alerts.
@@ -259,11 +284,52 @@ def test_key_change_changes_only_rules_and_plugin_config(host):
 
 
 def test_rules_tag_applies_a_rules_change(host):
-    run = playbook("converge.yml", "--tags", "rules")
+    with no_tamper_mail(suppressed=watched_rules_loaded()):
+        run = playbook("converge.yml", "--tags", "rules")
     assert run.rc == 0, run
     assert "Rules | Write the audit rules" in run.changed_tasks, run
     keys = loaded_keys()
     assert "amr-exec-w" in keys and "amr-exec-w2" not in keys
+    wait_for_alert("amr-exec-w", ["/usr/bin/w"])
+
+
+def test_a_watch_on_the_marker_names_who_writes_it(host):
+    """docs/role.md's advice: with the marker watched, each write of it raises an alert that
+    names the writer, the role's own (python3, from the module) and one by hand."""
+    seen = len(alerts("amr-marker"))
+    run = playbook("converge.yml", "-e", "role_vars_file=vars_marker_watched.yml")
+    assert run.rc == 0, run
+    # The load adds the watch; the marker's end after it and the reload's window are seen.
+    by_role = wait_for(lambda: alerts("amr-marker")[seen:], 30, "an alert for the role's marker write")
+    assert 'exe="/usr/bin/python3' in by_role[0].get_payload(), by_role[0].get_payload()
+    seen = len(alerts("amr-marker"))
+    subprocess.run(["touch", MARKER], check=True)
+    by_hand = wait_for(lambda: alerts("amr-marker")[seen:], 30, "an alert for touch on the marker")
+    assert 'exe="/usr/bin/touch"' in by_hand[0].get_payload(), by_hand[0].get_payload()
+    back = playbook("converge.yml")
+    assert back.rc == 0, back
+    assert "amr-marker" not in loaded_keys()
+
+
+def test_a_restart_in_one_run_does_not_skip_the_reload_of_the_next(host):
+    """Two runs of the role in one ansible-playbook run: the first restarts auditd, the
+    second must still reload it for its config change (the running plugin re-reads it)."""
+    with open(PLUGIN, "a") as program:
+        program.write("# changed by test_role.py: the role must restart auditd\n")
+    old_pids = plugin_pids()
+    # The old plugin decides at auditd's end (DAEMON_END), the new one counts the second
+    # run's load.
+    with no_tamper_mail(suppressed=watched_rules_loaded(), stopped=old_pids):
+        run = playbook("converge_twice.yml")
+    assert run.rc == 0, run
+    assert "Restart auditd" in run.changed_tasks, run
+    # Only the second run can reload: in the first the restart skips it.
+    assert "Reload auditd" in run.changed_tasks, run
+    assert plugin_pids() != old_pids
+    wait_for_alert("amr-exec-w2", ["/usr/bin/w"])
+    assert_marker_closed()
+    back = playbook("converge.yml")
+    assert back.rc == 0, back
     wait_for_alert("amr-exec-w", ["/usr/bin/w"])
 
 
@@ -284,7 +350,8 @@ def test_smtp_password_lands_in_a_private_file_and_never_in_the_output(host):
 
 def test_refused_load_restores_the_previous_rules(host):
     before = snapshot()
-    run = playbook("converge.yml", "-e", "role_vars_file=vars_bad_rule.yml")
+    with no_tamper_mail(suppressed=watched_rules_loaded()):
+        run = playbook("converge.yml", "-e", "role_vars_file=vars_bad_rule.yml")
     assert run.rc != 0 and run.failed == 1, run
     assert "augenrules --load refused the rules" in run.output, run
     assert "amr_no_such_syscall" in run.output, run  # auditctl's own message
@@ -292,15 +359,46 @@ def test_refused_load_restores_the_previous_rules(host):
     assert after["rules"] == before["rules"]
     assert after[RULES] == before[RULES]
     assert after["rules.d"] == before["rules.d"], "a backup file was left in rules.d"
+    # The failed load does not leave the maintenance window open.
+    assert_marker_closed()
     # The host is back to the converged state: a normal run changes only the plugin config
     # (written before the load was refused) back.
     run = playbook("converge.yml")
     assert run.rc == 0, run
-    assert set(run.changed_tasks) <= {"Plugin | Write the plugin config", "Reload auditd"}, run
+    assert set(run.changed_tasks) <= {"Plugin | Write the plugin config", "Reload auditd",
+                                      "Mark the start of the role's work on auditd",
+                                      "Mark the end of the role's work on auditd"}, run
+
+
+def test_the_same_commands_by_hand_each_bring_one_tamper_mail(host):
+    """What the role does without a mail is tampering when someone else does it: outside
+    the role's window, augenrules --load and auditctl -D each bring one mail that accounts
+    for every watched rule removed."""
+    _start, end = assert_marker_closed()
+    wait_for(lambda: time.time() > end + 6, 15, "the role's last window (END + 5 s) to pass")
+    watched = watched_rules_loaded()
+    assert watched == 2, loaded_rules()
+    for command in (["augenrules", "--load"], ["auditctl", "-D"]):
+        before = len(tamper_mails())
+        subprocess.run(command, stdout=subprocess.DEVNULL, check=True)
+        mails = wait_for(lambda before=before: tamper_mails()[before:], 30, f"a tamper mail for {command}")
+        assert len(mails) == 1, subjects(mails)
+        body = mails[0].get_payload()
+        assert mails[0]["X-Audit-Tamper"] == "rules-removed", subjects(mails)
+        assert "Removed keys: amr-exec-w, amr-hostname" in body, body
+        # Every watched removal is in this one mail: none is left for a second one.
+        assert f"Rules removed: {watched} with a watched key" in body, body
+        assert "exe=/usr/sbin/auditctl" in body, body
+    # Back to the converged rules; after -D this load has nothing to remove.
+    with no_tamper_mail():
+        subprocess.run(["augenrules", "--load"], stdout=subprocess.DEVNULL, check=True)
+    assert {"amr-exec-w", "amr-hostname", HOST_KEY} <= loaded_keys()
 
 
 def test_absent_removes_everything_and_keeps_the_host_rules(host):
-    run = playbook("absent.yml")
+    # The plugin decides at its end, on auditd's SIGTERM, by the marker.
+    with no_tamper_mail(stopped=plugin_pids()):
+        run = playbook("absent.yml")
     assert run.rc == 0, run
     record("state absent", run)
     for path in ROLE_PATHS:
