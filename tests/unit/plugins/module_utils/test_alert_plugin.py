@@ -119,3 +119,50 @@ def test_verify_request_written_atomically_and_removed(tmp_path):
 def test_verify_request_refuses_a_bad_token(tmp_path):
     with pytest.raises(ValueError):
         alert_plugin.write_verify_request(str(tmp_path), 1, "bad token\n")
+
+
+def test_locate_follows_the_plugins_d_args_and_the_config(tmp_path):
+    config = tmp_path / "plugin.conf"
+    config.write_text(CONFIG)
+    conf = tmp_path / "plugins.d.conf"
+    conf.write_text(f"active = yes\npath = /sbin/audisp-mailalert\nargs = --config {config}\n")
+    params = {"plugin_conf": str(conf), "config": None, "spool_dir": None}
+    located = alert_plugin.locate(params)
+    assert located["conf"]["file"] == str(conf)
+    assert located["config"]["file"] == str(config)
+    assert located["spool_dir"] == "/var/spool/elsewhere"
+    # Options that are set win over what the files say.
+    other = tmp_path / "other.conf"
+    located = alert_plugin.locate(dict(params, config=str(other), spool_dir="/s"))
+    assert located["config"]["file"] == str(other) and located["spool_dir"] == "/s"
+    # No --config in the args: the plugin's own default.
+    conf.write_text("active = yes\npath = /sbin/audisp-mailalert\n")
+    assert alert_plugin.locate(params)["config"]["file"] == alert_plugin.DEFAULT_CONFIG
+
+
+def test_read_plugin_config_tamper_is_on_unless_turned_off(tmp_path):
+    path = tmp_path / "plugin.conf"
+    path.write_text(CONFIG)
+    assert alert_plugin.read_plugin_config(str(path))["tamper"] is True
+    path.write_text(CONFIG + "[tamper]\nenabled = no\n")
+    assert alert_plugin.read_plugin_config(str(path))["tamper"] is False
+    assert alert_plugin.read_plugin_config(str(tmp_path / "none"))["tamper"] is True
+
+
+def test_alert_headers_read_the_tamper_kind(tmp_path):
+    message = tmp_path / "m.eml"
+    message.write_bytes(b"X-Audit-Key: tamper\r\nX-Audit-Tamper: rules-removed\r\n"
+                        b"X-Audit-Verify: t-1\r\n\r\nRemoved keys: k\r\n")
+    with open(message, "rb") as handle:
+        headers = alert_plugin.alert_headers(handle)
+    assert headers["key"] == "tamper" and headers["tamper"] == "rules-removed"
+    assert headers["verify"] == "t-1" and headers["event"] is None
+
+
+def test_key_request_name_is_the_keys_utf8_in_hex(tmp_path):
+    assert alert_plugin.key_request_name("watch_w") == "key-77617463685f77"
+    assert alert_plugin.key_request_name("é") == "key-c3a9"
+    path = alert_plugin.write_verify_request(str(tmp_path), alert_plugin.key_request_name("k"),
+                                             "tok")
+    assert path == str(tmp_path / "verify" / "key-6b")
+    assert os.listdir(tmp_path / "verify") == ["key-6b"]
