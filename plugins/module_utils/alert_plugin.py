@@ -34,6 +34,9 @@ PATH_OPTIONS = {
 }
 # The rule the plugin builds from the KEY arguments of its command line.
 ARGS_RULE = "args"
+# Tamper mail (docs/plugin.md): its X-Audit-Key, and the X-Audit-Tamper kind of a removal.
+TAMPER_KEY = "tamper"
+TAMPER_RULES_REMOVED = "rules-removed"
 VERIFY_TOKEN = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 
 

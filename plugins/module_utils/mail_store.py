@@ -19,6 +19,7 @@ from ansible_collections.linux_audit.mail_alert.plugins.module_utils.alert_plugi
     alert_headers,
 )
 from ansible_collections.linux_audit.mail_alert.plugins.module_utils.audit_state import (
+    C_LOCALE,
     normalize_event_id,
 )
 
@@ -141,6 +142,20 @@ class MailboxWatch:
             self.seen = (state["size"], state["mtime"])
             self.messages = alert_messages(self.path, self.key)
         return self.messages, state
+
+
+def mail_queue(module) -> dict | None:
+    """The MTA's queue (mailq): {"ids": queue ids, "error": why mailq failed or None};
+    None when there is no mailq to ask. A failing mailq still lists what it read: postfix's
+    exits 69 with "Mail system is down" and shows the queue when its daemon is not running."""
+    mailq = module.get_bin_path("mailq")
+    if not mailq:
+        return None
+    rc, out, err = module.run_command([mailq], environ_update=C_LOCALE)
+    error = None
+    if rc != 0:
+        error = f"mailq exited {rc}: {' '.join(err.split())[:300] or 'no message'}"
+    return {"ids": parse_mail_queue(out), "error": error}
 
 
 def parse_mail_queue(text: str) -> list[str]:

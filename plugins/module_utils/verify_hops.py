@@ -262,3 +262,83 @@ def after_command(seen: dict) -> list[dict]:
         mailbox_not_written(seen["mailbox"], f"alert for event(s) {', '.join(event_ids)}",
                             seen["mailbox_before"], seen["mailbox_after"]),
     ]
+
+
+# -- the tamper path: a rule with the key removed, then put back --------------------------
+
+def tamper_before(key: str, rules: list[str], enabled: int | None, config: dict) -> list[dict]:
+    """The broken hop that keeps the tamper check from removing anything, or []: RULES are
+    the loaded rules with KEY, ENABLED is `auditctl -s` enabled, CONFIG the plugin config."""
+    if enabled == 2:
+        return [hop("tamper_removed", False, "auditctl -s: enabled 2, the rules are locked "
+                    "until reboot: no rule can be removed, by us or by anyone")]
+    if not rules:
+        return [hop("tamper_removed", False, f"auditctl -l -k {key} lists no rule with key {key}")]
+    if not config["tamper"]:
+        return [hop("tamper_plugin", False, f"[tamper] enabled = no in {config['file']}: the "
+                    "plugin mails no tamper alert")]
+    return []
+
+
+def tamper_logged(removals: list[dict], key: str, search: str) -> dict:
+    if not removals:
+        return hop("tamper_logged", False, f"{search} finds no op=remove_rule record for key "
+                   f"{key} since the rule was removed; does auditd write its log?")
+    return hop("tamper_logged", True, "CONFIG_CHANGE op=remove_rule: "
+               + ", ".join(change["id"] for change in removals))
+
+
+def tamper_plugin(unmarked: list[dict], token: str, suppressed: int, traced: bool,
+                  spool_dir: str, status_error: str | None) -> dict:
+    """UNMARKED: tamper mails for our removal without our token; SUPPRESSED: how much
+    status.json tamper_suppressed grew; TRACED: the spool, the MTA queue or a delivery
+    shows a mail. (A plugin config with [tamper] enabled = no stops tamper_before.)"""
+    if unmarked:
+        seen = unmarked[0]["verify"]
+        header = f"with X-Audit-Verify {seen} instead of {token}" if seen else "without X-Audit-Verify"
+        return hop("tamper_plugin", False, f"the tamper mail for event {unmarked[0]['event']} "
+                   f"arrived {header}: the plugin ignored {spool_dir}/verify/key-*")
+    if suppressed > 0:
+        return hop("tamper_plugin", False, f"status.json: tamper_suppressed +{suppressed}: the "
+                   f"plugin took the removal for the role's own work ({spool_dir}/maintenance)")
+    if traced:
+        return hop("tamper_plugin", True, "the plugin handled the removal")
+    return hop("tamper_plugin", False, "no trace of a tamper alert: nothing in "
+               f"{spool_dir}/queue, nothing new in the MTA queue, no delivery in status.json "
+               "since the rule was removed" + (f"; {status_error}" if status_error else ""))
+
+
+def tamper_after(seen: dict) -> list[dict]:
+    """The tamper hops after the removal, in chain order, when no tamper mail came, from
+    the evidence of TamperCheck.look_after (keys as used below)."""
+    key, token = seen["key"], seen["token"]
+    removals = [change for change in seen["changes"]
+                if change["op"] == "remove_rule" and change["ok"] and key in change["keys"]]
+    logged = tamper_logged(removals, key, seen["search"])
+    if not removals:
+        return [logged]
+    removal_ids = [change["id"] for change in removals]
+    queued = [alert for alert in seen["queued"] if alert["key"] == alert_plugin.TAMPER_KEY
+              and alert_matches(alert, None, token)]
+    new_ids = new_in_queue(seen["mail_queue_before"], seen["mail_queue"])
+    unmarked = [message for message in seen["messages"]
+                if message["event"] in removal_ids and message["verify"] != token]
+    suppressed = (_number(seen["status"], "tamper_suppressed")
+                  - _number(seen["status_before"], "tamper_suppressed"))
+    traced = bool(queued or new_ids or delivered_since(seen["status"], seen["started"]))
+    return [
+        logged,
+        tamper_plugin(unmarked, token, suppressed, traced, seen["spool_dir"],
+                      seen["status_error"]),
+        plugin_delivery(queued, seen["status"], seen["spool_dir"], name="tamper_delivery",
+                        what="tamper alert", ours="with our token"),
+        mta_queue(seen["mail_queue"], new_ids, since="the rule was removed",
+                  name="tamper_mta_queue"),
+        mailbox_not_written(seen["mailbox"], f"tamper mail with X-Audit-Verify {token}",
+                            seen["mailbox_before"], seen["mailbox_after"], name="tamper_mailbox"),
+    ]
+
+
+def _number(status: dict | None, name: str) -> int:
+    value = (status or {}).get(name)
+    return value if isinstance(value, int) else 0

@@ -26,6 +26,9 @@ description:
     chain, and returns every hop it checked in RV(hops).
   - The command runs directly (no shell), as a child of the module process, so the
     event's C(ppid) is the module's process id.
+  - With O(tamper=true) it then proves the plugin's tamper alerts too. It removes the loaded
+    rules that carry O(key) and puts them back at once, and waits for the plugin's tamper
+    mail for the removed rules (see O(tamper)).
   - Needs root on the target (C(become=true)), to query the kernel audit state and to
     write into the plugin's spool.
 version_added: 0.1.0
@@ -42,6 +45,8 @@ attributes:
         hops it can check without an event, and the command it would run. It neither runs
         the command nor writes a verification request, and it never fails because of a
         broken hop (a check-mode run of a deployment has not loaded anything yet).
+      - The tamper check (O(tamper)) does not run in check mode, because it removes and
+        restores audit rules; RV(tamper) says so.
   diff_mode:
     support: none
   platform:
@@ -84,14 +89,42 @@ options:
       - Write the verification request, so that the alert is marked and exempt from
         the plugin's rate limit.
       - Set V(false) to prove the path an ordinary alert takes, rate limit included.
+      - The tamper check (O(tamper)) always writes its own request.
     type: bool
     default: true
+  tamper:
+    description:
+      - After the alert chain is proven, also prove the plugin's tamper alert for a removed
+        watch. The module writes the request C(<spool_dir>/verify/key-<HEX>) (HEX is the
+        key in hexadecimal) with a fresh token, removes each rule that C(auditctl -l -k KEY)
+        lists (C(auditctl -W) for a watch, C(-d) for a syscall rule), puts each back with the
+        same words at once, in a C(finally), also when it is interrupted by SIGTERM, SIGINT
+        or SIGHUP, then waits up to O(timeout) seconds for the plugin's mail whose
+        C(X-Audit-Key) is V(tamper), C(X-Audit-Tamper) is V(rules-removed) and
+        C(X-Audit-Verify) is the token. The request makes the plugin mark that mail and not rate-limit it.
+      - When no such mail comes it fails naming the hop that broke, C(tamper_removed),
+        C(tamper_logged), C(tamper_plugin), C(tamper_delivery), C(tamper_mta_queue) or
+        C(tamper_mailbox).
+      - The rule is gone for the few milliseconds between the two auditctl runs; a rule put
+        back with C(-a) goes to the end of its filter list.
+      - The plugin mails its tamper alerts only with C([tamper] enabled = yes), the default.
+        Run it outside a deployment of the role, whose maintenance marker makes the plugin
+        take a removal in that time for the role's own work.
+    type: bool
+    default: false
+  tamper_mailbox:
+    description:
+      - The mailbox the tamper mail is delivered to, when the plugin's C([tamper] to) differs
+        from the alert's recipients. Default is O(mailbox).
+    type: path
 notes:
   - The hops, in chain order, are C(audit_enabled), C(rule_loaded), C(auditd_running),
     C(plugin_configured), C(plugin_running), C(plugin_key), C(mailbox_writable) (checked
     before the command runs; if one is broken the command is not run), then C(event_logged),
     C(plugin_alert), C(rate_limit), C(plugin_delivery) (the plugin handed the mail to
-    the MTA), C(mta_queue) and C(mailbox).
+    the MTA), C(mta_queue) and C(mailbox); with O(tamper=true) then C(tamper_removed),
+    C(tamper_logged) (the kernel's C(CONFIG_CHANGE op=remove_rule) record),
+    C(tamper_plugin), C(tamper_delivery), C(tamper_mta_queue) and C(tamper_mailbox).
   - The module reports C(changed=false) because it changes no configuration, although
     the command it runs raises an audit event and a mail.
 seealso:
@@ -121,6 +154,18 @@ EXAMPLES = r"""
     mailbox: /root/Maildir
     timeout: 60
   become: true
+
+- name: Prove the alert, then that removing the watch raises a tamper mail
+  linux_audit.mail_alert.audit_alert_verify:
+    command: [/usr/bin/w]
+    key: watch_w
+    tamper: true
+  become: true
+  register: tamper_check
+
+- name: Show how long the tamper mail took
+  ansible.builtin.debug:
+    msg: "{{ tamper_check.tamper.message_id }} arrived after {{ tamper_check.tamper.latency }} s"
 
 - name: Prove that an ordinary alert, not exempt from the rate limit, gets through now
   linux_audit.mail_alert.audit_alert_verify:
@@ -188,6 +233,54 @@ hops:
       type: str
   sample:
     - {name: rule_loaded, ok: true, detail: "auditctl -l: -w /usr/bin/w -p x -k watch_w"}
+tamper:
+  description: The tamper check (O(tamper)).
+  returned: when O(tamper=true)
+  type: dict
+  contains:
+    checked:
+      description: Whether the rules were removed and restored. V(false) in check mode and
+        when the alert chain is broken.
+      type: bool
+      sample: true
+    skipped:
+      description: Why the tamper check did not run.
+      returned: when RV(tamper.checked=false)
+      type: str
+      sample: "check mode: the tamper check removes and restores audit rules"
+    rules:
+      description: The rules with the key, as C(auditctl -l -k KEY) printed them, removed
+        and put back in this order.
+      returned: when RV(tamper.checked=true)
+      type: list
+      elements: str
+      sample: ["-w /usr/bin/w -p x -k watch_w"]
+    token:
+      description: The token the tamper mail must carry in C(X-Audit-Verify).
+      returned: when the rules were removed
+      type: str
+      sample: 0b6f1c0e-3a43-4f53-9d0a-3c1f5c7e9a21
+    event:
+      description: The audit record the tamper mail names in C(X-Audit-Event), as
+        C(TIME:SERIAL).
+      returned: when the tamper mail arrived
+      type: str
+      sample: "1795685870.120:9"
+    message_id:
+      description: The C(Message-ID) of the tamper mail.
+      returned: when the tamper mail arrived
+      type: str
+      sample: "<6b07ff03.16000d.2e5a93f4@host1>"
+    subject:
+      description: The subject of the tamper mail.
+      returned: when the tamper mail arrived
+      type: str
+      sample: "[audit] tamper: rules removed on host1"
+    latency:
+      description: Seconds from the removal to the tamper mail in the mailbox.
+      returned: when the tamper mail arrived
+      type: float
+      sample: 1.204
 """
 
 import os
@@ -202,6 +295,7 @@ from ansible_collections.linux_audit.mail_alert.plugins.module_utils import (
     audit_state,
     mail_store,
     verify_hops,
+    verify_tamper,
 )
 from ansible_collections.linux_audit.mail_alert.plugins.module_utils.audit_state import (
     C_LOCALE,
@@ -223,9 +317,9 @@ class Verification:
         self.result: dict = {"changed": False}
         self.validate()
         self.auditctl = module.get_bin_path("auditctl")
-        located = alert_plugin.locate(self.params)
-        self.conf, self.config, self.spool_dir = (located["conf"], located["config"],
-                                                  located["spool_dir"])
+        self.located = alert_plugin.locate(self.params)
+        self.conf, self.config, self.spool_dir = (self.located["conf"], self.located["config"],
+                                                  self.located["spool_dir"])
         self.argv = self.command_argv()
         self.result["command"] = self.argv
 
@@ -308,16 +402,35 @@ class Verification:
     # -- the run -------------------------------------------------------------------------
 
     def fail(self) -> None:
+        if self.params["tamper"] and "tamper" not in self.result:
+            self.result["tamper"] = {"checked": False,
+                                     "skipped": "the alert chain is broken: not checked"}
         self.module.fail_json(msg=verify_hops.failure_message(self.hops), hops=self.hops,
                               **self.result)
 
     def run(self) -> None:
         self.hops = verify_hops.before_command(self.look_before())
         if self.module.check_mode:
+            if self.params["tamper"]:
+                self.result["tamper"] = {"checked": False, "skipped": "check mode: the tamper "
+                                         "check removes and restores audit rules"}
             self.module.exit_json(hops=self.hops, **self.result)
         if not all(item["ok"] for item in self.hops):
             self.fail()
+        alert = self.prove_alert()
+        if self.params["tamper"]:
+            mailbox = self.params["tamper_mailbox"] or self.mailbox
+            hops, self.result["tamper"] = verify_tamper.TamperCheck(
+                self.module, self.auditctl, self.key, self.located, mailbox).run()
+            self.hops.extend(hops)
+            if not all(item["ok"] for item in hops):
+                self.fail()
+        self.module.exit_json(hops=self.hops, latency=round(alert["latency"], 3),
+                              event=alert["event"], message_id=alert["message_id"],
+                              subject=alert["subject"], **self.result)
 
+    def prove_alert(self) -> dict:
+        """Run the command and wait for its alert; the alert, or fail naming the hop."""
         before = self.snapshot()
         token = str(uuid.uuid4()) if self.params["verify_marker"] else None
         request = self.write_request(token) if token else None
@@ -337,9 +450,7 @@ class Verification:
         self.hops.append(verify_hops.hop("event_logged", True, f"event {alert['event']}"))
         self.hops.append(verify_hops.hop("mailbox", True, f"alert {alert['message_id']} for "
                                          f"event {alert['event']} in {self.mailbox}"))
-        self.module.exit_json(hops=self.hops, latency=round(alert["latency"], 3),
-                              event=alert["event"], message_id=alert["message_id"],
-                              subject=alert["subject"], **self.result)
+        return alert
 
     def write_request(self, token: str) -> str:
         """Ask the plugin to mark, and not rate-limit, the alerts of our command."""
@@ -389,24 +500,11 @@ class Verification:
 
     # -- the evidence when no alert came -------------------------------------------------
 
-    def mail_queue(self) -> dict | None:
-        """The MTA's queue (mailq): {"ids": queue ids, "error": why mailq failed or None};
-        None when there is no mailq to ask. A failing mailq still lists what it read: postfix's
-        exits 69 with "Mail system is down" and shows the queue when its daemon is not running."""
-        mailq = self.module.get_bin_path("mailq")
-        if not mailq:
-            return None
-        rc, out, err = self.module.run_command([mailq], environ_update=C_LOCALE)
-        error = None
-        if rc != 0:
-            error = f"mailq exited {rc}: {' '.join(err.split())[:300] or 'no message'}"
-        return {"ids": mail_store.parse_mail_queue(out), "error": error}
-
     def snapshot(self) -> dict:
         """What the plugin, the MTA and the mailbox hold before the command runs."""
         status, _error = alert_plugin.read_status(self.spool_dir)
         return {"held": alert_plugin.held_counts(status, self.key),
-                "mail_queue": self.mail_queue(),
+                "mail_queue": mail_store.mail_queue(self.module),
                 "mailbox": mail_store.mailbox_state(self.mailbox)}
 
     def look_after(self, started: float, token: str | None, events: list[dict],
@@ -420,7 +518,7 @@ class Verification:
             "search": f"ausearch --input-logs -k {self.key} -pp {os.getpid()}",
             "status": status, "status_error": status_error, "held_before": before["held"],
             "spool_dir": self.spool_dir, "queued": alert_plugin.queued_alerts(self.spool_dir),
-            "mail_queue_before": before["mail_queue"], "mail_queue": self.mail_queue(),
+            "mail_queue_before": before["mail_queue"], "mail_queue": mail_store.mail_queue(self.module),
             "mailbox": self.mailbox, "messages": mail_store.alert_messages(self.mailbox, self.key),
             "mailbox_before": before["mailbox"],
             "mailbox_after": mail_store.mailbox_state(self.mailbox),
@@ -436,6 +534,8 @@ def main() -> None:
             "run_as": {"type": "str"},
             "timeout": {"type": "int", "default": 30},
             "verify_marker": {"type": "bool", "default": True},
+            "tamper": {"type": "bool", "default": False},
+            "tamper_mailbox": {"type": "path"},
             **alert_plugin.PATH_OPTIONS,
         },
         supports_check_mode=True,

@@ -193,3 +193,104 @@ def test_held_growth_and_new_queue_ids():
     assert verify_hops.new_in_queue({"ids": ["a"]}, None) == []
     assert verify_hops.delivered_since({"last_delivery": 5.0}, 5.0) is True
     assert verify_hops.delivered_since({"last_delivery": None}, 5.0) is False
+
+
+# -- the tamper path -----------------------------------------------------------------------
+
+REMOVAL = {"id": "1000.500:9", "op": "remove_rule", "keys": [KEY], "ok": True}
+
+
+def tamper(**changes) -> dict:
+    seen = {"key": KEY, "token": "tt", "started": 1000.0, "changes": [REMOVAL],
+            "search": f"ausearch --input-logs -m CONFIG_CHANGE -k {KEY}",
+            "status_before": {"tamper_suppressed": 1, "last_delivery": 990.0},
+            "status": {"tamper_suppressed": 1, "last_delivery": 990.0, "last_error": None},
+            "status_error": None, "spool_dir": "/spool", "queued": [],
+            "mail_queue_before": {"ids": [], "error": None},
+            "mail_queue": {"ids": [], "error": None}, "mailbox": "/var/mail/root",
+            "messages": [], "mailbox_before": MAILBOX_BEFORE, "mailbox_after": MAILBOX_AFTER}
+    return dict(seen, **changes)
+
+
+def test_tamper_before_refuses_what_cannot_be_proven():
+    rules = [f"-w /usr/bin/w -p x -k {KEY}"]
+    assert verify_hops.tamper_before(KEY, rules, 1, CONFIG) == []
+    [locked] = verify_hops.tamper_before(KEY, rules, 2, CONFIG)
+    assert locked["name"] == "tamper_removed" and "locked until reboot" in locked["detail"]
+    [none] = verify_hops.tamper_before(KEY, [], 1, CONFIG)
+    assert none["name"] == "tamper_removed" and f"-l -k {KEY} lists no rule" in none["detail"]
+    [off] = verify_hops.tamper_before(KEY, rules, 1, dict(CONFIG, tamper=False))
+    assert off == verify_hops.hop("tamper_plugin", False, "[tamper] enabled = no in /etc/x.conf: "
+                                  "the plugin mails no tamper alert")
+
+
+def test_tamper_removal_not_logged_stops_at_tamper_logged():
+    failed = dict(REMOVAL, ok=False)
+    other_key = dict(REMOVAL, keys=["other"])
+    added = dict(REMOVAL, op="add_rule")
+    for changes in ([], [failed], [other_key], [added]):
+        hops = verify_hops.tamper_after(tamper(changes=changes))
+        assert [item["name"] for item in hops] == ["tamper_logged"]
+        assert not hops[0]["ok"]
+        assert "finds no op=remove_rule record for key watch_w" in hops[0]["detail"]
+
+
+def test_tamper_no_trace_names_the_plugin():
+    hops = verify_hops.tamper_after(tamper())
+    assert [item["name"] for item in hops] == [
+        "tamper_logged", "tamper_plugin", "tamper_delivery", "tamper_mta_queue",
+        "tamper_mailbox"]
+    assert hops[0] == verify_hops.hop("tamper_logged", True,
+                                      "CONFIG_CHANGE op=remove_rule: 1000.500:9")
+    assert first_broken(hops) == "tamper_plugin"
+    assert "no trace of a tamper alert" in hops[1]["detail"]
+    assert verify_hops.failure_message(hops).startswith(
+        "plugin raised no tamper alert for the removed rule (hop tamper_plugin): ")
+    assert hops[-1]["detail"] == ("no tamper mail with X-Audit-Verify tt in /var/mail/root "
+                                  "(mbox, size 100 then 100)")
+
+
+def test_tamper_suppressed_as_the_roles_work_names_the_plugin():
+    status = dict(tamper()["status"], tamper_suppressed=2)
+    hops = verify_hops.tamper_after(tamper(status=status))
+    assert first_broken(hops) == "tamper_plugin"
+    assert "tamper_suppressed +1" in hops[1]["detail"] and "/spool/maintenance" in hops[1]["detail"]
+
+
+def test_tamper_mail_without_our_token_names_the_plugin():
+    mail = {"event": "1000.500:9", "verify": None}
+    hops = verify_hops.tamper_after(tamper(messages=[mail]))
+    assert first_broken(hops) == "tamper_plugin"
+    assert "arrived without X-Audit-Verify" in hops[1]["detail"]
+    # A tamper mail for another removal is not ours, with or without a token.
+    hops = verify_hops.tamper_after(tamper(messages=[dict(mail, event="999.000:1")]))
+    assert "no trace" in hops[1]["detail"]
+
+
+def test_tamper_mail_in_the_spool_names_the_delivery():
+    queued = [{"key": "watch_w", "event": "1000.500:9", "verify": "tt", "file": "/spool/queue/a.eml"},
+              {"key": "tamper", "event": "1000.500:9", "verify": "xx", "file": "/spool/queue/b.eml"},
+              {"key": "tamper", "event": "1000.500:9", "verify": "tt", "file": "/spool/queue/c.eml"}]
+    status = dict(tamper()["status"], last_error="c.eml: sendmail exited with 75")
+    hops = verify_hops.tamper_after(tamper(queued=queued, status=status))
+    assert hops[1]["ok"]
+    assert first_broken(hops) == "tamper_delivery"
+    assert hops[2]["detail"] == ("the tamper alert waits in /spool/queue/c.eml; the plugin's "
+                                 "last error: c.eml: sendmail exited with 75")
+    assert verify_hops.failure_message(hops).startswith(
+        "tamper mail not handed to the MTA (hop tamper_delivery): ")
+
+
+def test_tamper_mail_in_the_mta_queue_names_it():
+    hops = verify_hops.tamper_after(tamper(mail_queue={"ids": ["16000c.2"], "error": None}))
+    assert first_broken(hops) == "tamper_mta_queue"
+    assert hops[3]["detail"] == "mailq lists mail queued since the rule was removed: 16000c.2"
+
+
+def test_tamper_mail_delivered_elsewhere_names_the_mailbox():
+    status = dict(tamper()["status"], last_delivery=1000.7)
+    hops = verify_hops.tamper_after(tamper(status=status))
+    assert first_broken(hops) == "tamper_mailbox"
+    assert verify_hops.failure_message(hops).startswith(
+        "tamper mail not in the mailbox (hop tamper_mailbox): no tamper mail with "
+        "X-Audit-Verify tt in /var/mail/root")
