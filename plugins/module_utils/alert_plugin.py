@@ -17,6 +17,7 @@ import email.parser
 import json
 import os
 import re
+import stat
 import tempfile
 
 DEFAULT_SPOOL_DIR = "/var/spool/audisp-mailalert"
@@ -26,6 +27,8 @@ DEFAULT_CONFIG = "/etc/audit/audisp-mailalert.conf"  # the plugin's own default
 STATUS_FILE = "status.json"
 QUEUE_DIR = "queue"
 VERIFY_DIR = "verify"
+MAINTENANCE_FILE = "maintenance"  # the role's marker, START END
+MAINTENANCE_MAX = 900  # the plugin caps the marker's window at START + 900 s
 # The argument spec of the options in doc_fragments/plugin_paths.py, shared by the modules.
 PATH_OPTIONS = {
     "plugin_conf": {"type": "path", "default": DEFAULT_PLUGIN_CONF},
@@ -201,22 +204,38 @@ def queued_alerts(spool_dir: str) -> list[dict]:
     return alerts
 
 
-def key_request_name(key: str) -> str:
-    """The name of the verification request of the tamper path for KEY: key-<HEX>, HEX
-    being the key's UTF-8 bytes in lower-case hex."""
-    return "key-" + key.encode("utf-8").hex()
+def read_maintenance(spool_dir: str) -> tuple[int, int] | None:
+    """The role's maintenance marker as the plugin reads it: (START, END), END capped at
+    START + MAINTENANCE_MAX; None when there is none or the plugin ignores it (not a
+    regular file of root's that only root can write, or not two whole numbers)."""
+    path = os.path.join(spool_dir, MAINTENANCE_FILE)
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None  # none, or a symbolic link
+    try:
+        info = os.fstat(descriptor)
+        raw = os.read(descriptor, 128) if stat.S_ISREG(info.st_mode) else b""
+    finally:
+        os.close(descriptor)
+    fields = raw.split()
+    if info.st_uid != 0 or info.st_mode & 0o022 or len(fields) != 2 \
+            or not all(field.isdigit() for field in fields):
+        return None
+    start, end = int(fields[0]), int(fields[1])
+    return start, min(end, start + MAINTENANCE_MAX)
 
 
-def write_verify_request(spool_dir: str, name: int | str, token: str) -> str:
-    """Write <spool>/verify/<name> with TOKEN, atomically; returns its path. NAME is the
-    pid of the process whose commands are verified, or key_request_name(KEY)."""
+def write_verify_request(spool_dir: str, pid: int, token: str) -> str:
+    """Write <spool>/verify/<pid> with TOKEN, atomically; returns its path. The plugin
+    marks the alerts and tamper mails of events whose SYSCALL ppid is PID."""
     if not VERIFY_TOKEN.match(token):
         raise ValueError(f"verify token must match {VERIFY_TOKEN.pattern}")
     directory = os.path.join(spool_dir, VERIFY_DIR)
     if not os.path.isdir(directory):
         os.mkdir(directory, 0o700)
-    path = os.path.join(directory, str(name))
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
+    path = os.path.join(directory, str(pid))
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{pid}.", dir=directory)
     try:
         with os.fdopen(descriptor, "w") as handle:
             handle.write(token + "\n")

@@ -280,6 +280,29 @@ def tamper_before(key: str, rules: list[str], enabled: int | None, config: dict)
     return []
 
 
+# The plugin takes a tamper event in [START - 2, END + 5] of the role's maintenance marker
+# for the role's own work (docs/design.md).
+MAINTENANCE_EARLY, MAINTENANCE_LATE = 2, 5
+
+
+def maintenance_pause(window: tuple[int, int] | None, now: float, timeout: int,
+                      spool_dir: str) -> tuple[float, dict | None]:
+    """(seconds to wait before removing the rule, so that the plugin does not take the
+    removal for the role's own work; or 0 and the broken hop when that is longer than
+    TIMEOUT). WINDOW: alert_plugin.read_maintenance."""
+    if window is None:
+        return 0.0, None
+    start, end = window
+    if not start - MAINTENANCE_EARLY <= now <= end + MAINTENANCE_LATE:
+        return 0.0, None
+    pause = end + MAINTENANCE_LATE + 1 - now
+    if pause > timeout:
+        return 0.0, hop("tamper_plugin", False, f"{spool_dir}/maintenance: the role's "
+                        f"maintenance window {start} {end} is open for {pause:.0f} s more, "
+                        "and the plugin takes a removal in it for the role's own work")
+    return pause, None
+
+
 def tamper_logged(removals: list[dict], key: str, search: str) -> dict:
     if not removals:
         return hop("tamper_logged", False, f"{search} finds no op=remove_rule record for key "
@@ -297,7 +320,7 @@ def tamper_plugin(unmarked: list[dict], token: str, suppressed: int, traced: boo
         seen = unmarked[0]["verify"]
         header = f"with X-Audit-Verify {seen} instead of {token}" if seen else "without X-Audit-Verify"
         return hop("tamper_plugin", False, f"the tamper mail for event {unmarked[0]['event']} "
-                   f"arrived {header}: the plugin ignored {spool_dir}/verify/key-*")
+                   f"arrived {header}: the plugin ignored the verification request")
     if suppressed > 0:
         return hop("tamper_plugin", False, f"status.json: tamper_suppressed +{suppressed}: the "
                    f"plugin took the removal for the role's own work ({spool_dir}/maintenance)")

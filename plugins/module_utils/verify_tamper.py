@@ -3,13 +3,15 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The tamper check of audit_alert_verify (option tamper): remove the loaded rules that
 carry the key, put them back at once, and wait for the plugin's tamper mail
-(`X-Audit-Tamper: rules-removed`) marked with the token of the request
-<spool>/verify/key-<HEX> (docs/design.md). When it does not come, the evidence goes to
-verify_hops.tamper_after, which names the hop that broke."""
+(`X-Audit-Tamper: rules-removed`) marked with the token of the verification request
+<spool>/verify/<pid>: auditctl runs as the module's child, and the kernel attaches the
+SYSCALL record with its ppid to the CONFIG_CHANGE record (docs/design.md). When the mail
+does not come, the evidence goes to verify_hops.tamper_after, which names the hop."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import time
 import uuid
@@ -68,8 +70,7 @@ class TamperCheck:
         rules = self.result["rules"]
         before = self.look_mail()
         token = str(uuid.uuid4())
-        request = alert_plugin.write_verify_request(
-            self.spool_dir, alert_plugin.key_request_name(self.key), token)
+        request = alert_plugin.write_verify_request(self.spool_dir, os.getpid(), token)
         self.result["token"] = token
         try:
             started = time.time()
@@ -101,7 +102,17 @@ class TamperCheck:
                                 if self.key in rule["keys"]]
         _rc, status, _err = self.auditctl_run(["-s"])
         enabled = audit_state.parse_status(status).get("enabled")
-        return verify_hops.tamper_before(self.key, self.result["rules"], enabled, self.config)
+        refused = verify_hops.tamper_before(self.key, self.result["rules"], enabled, self.config)
+        if refused:
+            return refused
+        # Just after a deployment the role's marker may still cover the next seconds.
+        pause, broken = verify_hops.maintenance_pause(
+            alert_plugin.read_maintenance(self.spool_dir), time.time(),
+            self.module.params["timeout"], self.spool_dir)
+        if pause:
+            self.result["waited"] = round(pause, 3)
+            time.sleep(pause)  # a deadline on the clock, no event to wait for
+        return [broken] if broken else []
 
     def remove_and_restore(self, rules: list[str]) -> str | None:
         """Delete each rule, then add back each one deleted, even on an error or a signal.

@@ -95,21 +95,24 @@ options:
   tamper:
     description:
       - After the alert chain is proven, also prove the plugin's tamper alert for a removed
-        watch. The module writes the request C(<spool_dir>/verify/key-<HEX>) (HEX is the
-        key in hexadecimal) with a fresh token, removes each rule that C(auditctl -l -k KEY)
+        watch. The module writes its verification request C(<spool_dir>/verify/<pid>) again,
+        with a fresh token, removes each rule that C(auditctl -l -k KEY)
         lists (C(auditctl -W) for a watch, C(-d) for a syscall rule), puts each back with the
         same words at once, in a C(finally), also when it is interrupted by SIGTERM, SIGINT
         or SIGHUP, then waits up to O(timeout) seconds for the plugin's mail whose
         C(X-Audit-Key) is V(tamper), C(X-Audit-Tamper) is V(rules-removed) and
-        C(X-Audit-Verify) is the token. The request makes the plugin mark that mail and not rate-limit it.
+        C(X-Audit-Verify) is the token. The kernel logs the removal with the SYSCALL record
+        of the auditctl the module runs, whose C(ppid) is the module's pid, so the plugin
+        marks that mail and does not rate-limit it.
       - When no such mail comes it fails naming the hop that broke, C(tamper_removed),
         C(tamper_logged), C(tamper_plugin), C(tamper_delivery), C(tamper_mta_queue) or
         C(tamper_mailbox).
       - The rule is gone for the few milliseconds between the two auditctl runs; a rule put
         back with C(-a) goes to the end of its filter list.
       - The plugin mails its tamper alerts only with C([tamper] enabled = yes), the default.
-        Run it outside a deployment of the role, whose maintenance marker makes the plugin
-        take a removal in that time for the role's own work.
+        While the role's maintenance marker covers the moment (up to 5 s after a
+        deployment), the plugin takes a removal for the role's own work, so the module
+        first waits until it no longer does.
     type: bool
     default: false
   tamper_mailbox:
@@ -255,6 +258,13 @@ tamper:
       type: list
       elements: str
       sample: ["-w /usr/bin/w -p x -k watch_w"]
+    waited:
+      description: Seconds the module waited before the removal, because the role's
+        maintenance marker in the spool still covered that moment (just after a
+        deployment), in which the plugin takes a removal for the role's own work.
+      returned: when it waited
+      type: float
+      sample: 4.2
     token:
       description: The token the tamper mail must carry in C(X-Audit-Verify).
       returned: when the rules were removed

@@ -159,10 +159,22 @@ def test_alert_headers_read_the_tamper_kind(tmp_path):
     assert headers["verify"] == "t-1" and headers["event"] is None
 
 
-def test_key_request_name_is_the_keys_utf8_in_hex(tmp_path):
-    assert alert_plugin.key_request_name("watch_w") == "key-77617463685f77"
-    assert alert_plugin.key_request_name("é") == "key-c3a9"
-    path = alert_plugin.write_verify_request(str(tmp_path), alert_plugin.key_request_name("k"),
-                                             "tok")
-    assert path == str(tmp_path / "verify" / "key-6b")
-    assert os.listdir(tmp_path / "verify") == ["key-6b"]
+def test_read_maintenance_as_the_plugin_reads_it(tmp_path):
+    marker = tmp_path / "maintenance"
+    assert alert_plugin.read_maintenance(str(tmp_path)) is None
+    marker.write_text("1000 1100\n")
+    marker.chmod(0o600)
+    # The plugin trusts only root's marker: as another user the test expects None.
+    mine = os.geteuid() == 0
+    assert alert_plugin.read_maintenance(str(tmp_path)) == ((1000, 1100) if mine else None)
+    marker.write_text("1000 99999\n")
+    assert alert_plugin.read_maintenance(str(tmp_path)) == ((1000, 1900) if mine else None)
+    marker.chmod(0o620)  # group-writable: ignored
+    assert alert_plugin.read_maintenance(str(tmp_path)) is None
+    marker.chmod(0o600)
+    marker.write_text("1000\n")
+    assert alert_plugin.read_maintenance(str(tmp_path)) is None
+    marker.unlink()
+    (tmp_path / "real").write_text("1000 1100\n")
+    marker.symlink_to(tmp_path / "real")
+    assert alert_plugin.read_maintenance(str(tmp_path)) is None

@@ -294,3 +294,17 @@ def test_tamper_mail_delivered_elsewhere_names_the_mailbox():
     assert verify_hops.failure_message(hops).startswith(
         "tamper mail not in the mailbox (hop tamper_mailbox): no tamper mail with "
         "X-Audit-Verify tt in /var/mail/root")
+
+
+def test_maintenance_pause_waits_out_the_roles_window():
+    assert verify_hops.maintenance_pause(None, 1000.0, 30, "/spool") == (0.0, None)
+    # Before START - 2 and after END + 5 the plugin mails a removal: no wait.
+    assert verify_hops.maintenance_pause((1000, 1010), 997.9, 30, "/spool") == (0.0, None)
+    assert verify_hops.maintenance_pause((900, 990), 995.1, 30, "/spool") == (0.0, None)
+    # Just after a deployment: wait until a second past END + 5.
+    assert verify_hops.maintenance_pause((900, 998), 1000.0, 30, "/spool") == (4.0, None)
+    assert verify_hops.maintenance_pause((1000, 1010), 998.0, 30, "/spool") == (18.0, None)
+    # Open longer than the timeout (the role at work): the plugin hop, no wait.
+    pause, broken = verify_hops.maintenance_pause((1000, 1900), 1000.0, 30, "/spool")
+    assert pause == 0.0 and broken["name"] == "tamper_plugin" and not broken["ok"]
+    assert "/spool/maintenance" in broken["detail"] and "906 s more" in broken["detail"]

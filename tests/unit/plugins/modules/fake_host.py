@@ -57,8 +57,8 @@ class FakeHost:
         self.removal_fails = False  # auditctl -W exits 1
         self.restore_fails = False  # auditctl -w exits 1
         self.log_removals = True  # the kernel logs CONFIG_CHANGE op=remove_rule
-        self.tamper_deliver = True  # the plugin mails the removal, with the key request's token
-        self.tamper_token = None  # None: the token of verify/key-<HEX>; "": no header
+        self.tamper_deliver = True  # the plugin mails the removal, with the request's token
+        self.tamper_token = None  # None: the token of the verify request; "": no header
         self.on_removal = []  # more effects of a removal: f(host)
         self.removals: list[str] = []  # CONFIG_CHANGE raw records of the removals
         self.tamper_request_seen = None
@@ -121,7 +121,7 @@ class FakeHost:
         if self.log_removals:
             self.removals.append(f'type=CONFIG_CHANGE msg=audit({record_id}): auid=0 ses=1 '
                                  f'op=remove_rule key="{KEY}" list=4 res=1\n')
-        request = self.spool / "verify" / ("key-" + KEY.encode().hex())
+        request = self.spool / "verify" / str(os.getpid())  # auditctl's parent: the module
         self.tamper_request_seen = request.read_text().strip() if request.exists() else None
         for effect in self.on_removal:
             effect(self, record_id)

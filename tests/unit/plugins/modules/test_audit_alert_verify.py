@@ -283,7 +283,7 @@ def test_alert_without_the_verify_header(host, run_module):
 # -- the tamper check (option tamper): the rule removed and put back, the tamper mail ----
 
 RULE = f"-w /usr/bin/w -p x -k {KEY}"
-KEY_REQUEST = "key-" + KEY.encode().hex()
+REQUEST = str(os.getpid())  # the module's pid: the parent of the auditctl it runs
 
 
 def assert_rule_put_back(host):
@@ -303,7 +303,7 @@ def test_tamper_proves_the_tamper_mail_and_puts_the_rule_back(host, run_module):
     assert tamper["subject"] == "[audit] tamper: rules removed on host"
     assert 0 <= tamper["latency"] < 2
     assert_rule_put_back(host)
-    assert not (host.spool / "verify" / KEY_REQUEST).exists()
+    assert not (host.spool / "verify" / REQUEST).exists()
     names = [item["name"] for item in outcome.result["hops"]]
     assert names[-3:] == ["tamper_removed", "tamper_logged", "tamper_mailbox"]
     assert all(item["ok"] for item in outcome.result["hops"])
@@ -362,7 +362,7 @@ def test_tamper_removal_refused(host, run_module):
     outcome = verify(run_module, host.args(tamper=True))
     assert_broken(outcome, "tamper_removed", "auditctl -W /usr/bin/w -p x -k watch_w failed (rc 1)")
     assert host.rules_text == RULE + "\n"
-    assert not (host.spool / "verify" / KEY_REQUEST).exists()
+    assert not (host.spool / "verify" / REQUEST).exists()
 
 
 def test_tamper_rule_that_cannot_be_put_back_fails_loudly(host, run_module):
@@ -370,7 +370,7 @@ def test_tamper_rule_that_cannot_be_put_back_fails_loudly(host, run_module):
     outcome = verify(run_module, host.args(tamper=True))
     assert outcome.failed
     assert outcome.result["msg"].startswith(f"tamper: could not put back the audit rule(s) {RULE}")
-    assert not (host.spool / "verify" / KEY_REQUEST).exists()
+    assert not (host.spool / "verify" / REQUEST).exists()
 
 
 def test_tamper_signal_during_the_removal_waits_for_the_rule_to_be_back(host, run_module):
@@ -396,7 +396,7 @@ def test_tamper_no_trace_names_the_plugin(host, run_module):
     outcome = verify(run_module, host.args(tamper=True, timeout=1))
     assert_broken(outcome, "tamper_plugin", "no trace of a tamper alert")
     assert_rule_put_back(host)
-    assert not (host.spool / "verify" / KEY_REQUEST).exists()
+    assert not (host.spool / "verify" / REQUEST).exists()
 
 
 def test_tamper_mail_without_the_token_names_the_plugin(host, run_module):
@@ -423,3 +423,32 @@ def test_tamper_mail_in_the_mta_queue(host, run_module):
                        "ID\t: 16000c.77\nFrom\t: root@vm\n"]
     outcome = verify(run_module, host.args(tamper=True, timeout=1))
     assert_broken(outcome, "tamper_mta_queue", "16000c.77")
+
+
+def write_marker(host, start, end):
+    marker = host.spool / "maintenance"
+    marker.write_text(f"{start} {end}\n")
+    marker.chmod(0o600)
+
+
+def test_tamper_waits_out_the_roles_maintenance_window(host, run_module):
+    if os.geteuid() != 0:
+        pytest.skip("the plugin trusts only a marker of root's; the tests do not run as root")
+    now = int(time.time())
+    write_marker(host, now - 60, now - 3)  # a deployment that ended 3 s ago
+    removed_at = []
+    host.on_removal.append(lambda fake, record: removed_at.append(time.time()))
+    outcome = verify(run_module, host.args(tamper=True, timeout=10))
+    assert not outcome.failed, outcome.result.get("msg")
+    assert 0 < outcome.result["tamper"]["waited"] <= 4
+    assert removed_at[0] > now - 3 + 5  # after the plugin's window, END + 5
+
+
+def test_tamper_during_the_roles_work_removes_nothing(host, run_module):
+    if os.geteuid() != 0:
+        pytest.skip("the plugin trusts only a marker of root's; the tests do not run as root")
+    now = int(time.time())
+    write_marker(host, now - 10, now + 890)  # the role at work
+    outcome = verify(run_module, host.args(tamper=True))
+    assert_broken(outcome, "tamper_plugin", "maintenance window")
+    assert host.auditctl_changes() == []
