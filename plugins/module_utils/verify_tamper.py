@@ -116,28 +116,38 @@ class TamperCheck:
 
     def remove_and_restore(self, rules: list[str]) -> str | None:
         """Delete each rule, then add back each one deleted, even on an error or a signal.
-        Returns why a deletion failed, or None. A rule that cannot be put back fails the
-        module at once, naming the command that restores it."""
+        Returns why a deletion failed, or None. A rule that cannot be put back, or a signal,
+        fails the module once the others are back, naming it."""
         removed: list[str] = []
+        error = interrupted = None
         try:
             with signals_held():
                 try:
                     for rule in rules:
-                        argv = audit_state.deletion_argv(rule)
-                        rc, _out, err = self.auditctl_run(argv)
-                        if rc != 0:
-                            return f"auditctl {' '.join(argv)} failed (rc {rc}): {err.strip()}"
+                        error = self.delete(rule)
+                        if error:
+                            break
                         removed.append(rule)
                 finally:
                     lost = [rule for rule in removed if self.auditctl_run(rule.split())[0] != 0]
         except Interrupted as signalled:
-            self.module.fail_json(msg=f"tamper: interrupted by {signalled} after the rules were "
-                                      "put back", tamper=self.result)
+            interrupted = str(signalled)
         if lost:
             self.module.fail_json(msg="tamper: could not put back the audit rule(s) "
                                       f"{'; '.join(lost)}: load them again (auditctl RULE, or "
                                       "augenrules --load)", tamper=self.result)
-        return None
+        if interrupted:
+            self.module.fail_json(msg=f"tamper: interrupted by {interrupted} after the rules "
+                                      "were put back", tamper=self.result)
+        return error
+
+    def delete(self, rule: str) -> str | None:
+        """Delete one rule as `auditctl -l` printed it; why that failed, or None."""
+        argv = audit_state.deletion_argv(rule)
+        if argv is None:
+            return f"{rule}: not a rule that auditctl -d or -W deletes"
+        rc, _out, err = self.auditctl_run(argv)
+        return f"auditctl {' '.join(argv)} failed (rc {rc}): {err.strip()}" if rc != 0 else None
 
     def wait_for_mail(self, started: float, token: str) -> dict | None:
         """The tamper mail with our token in the mailbox, or None at the timeout."""

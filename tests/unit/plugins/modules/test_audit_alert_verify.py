@@ -452,3 +452,20 @@ def test_tamper_during_the_roles_work_removes_nothing(host, run_module):
     outcome = verify(run_module, host.args(tamper=True))
     assert_broken(outcome, "tamper_plugin", "maintenance window")
     assert host.auditctl_changes() == []
+
+
+def test_tamper_second_removal_refused_puts_the_first_back(host, run_module):
+    second = "-a always,exit -F arch=b64 -S execve -F key=watch_w"
+    host.rules_text = f"{RULE}\n{second}\n"
+    original = host.change_rule
+
+    def refuse_the_syscall_rule(words):
+        if words[0] == "-d":
+            return 1, "", "Error sending delete rule data request (No such file or directory)\n"
+        return original(words)
+
+    host.change_rule = refuse_the_syscall_rule
+    outcome = verify(run_module, host.args(tamper=True))
+    assert_broken(outcome, "tamper_removed", f"auditctl -d {second[3:]} failed (rc 1)")
+    assert host.rules_text == f"{second}\n{RULE}\n"  # the watch is back (at the end)
+    assert host.auditctl_changes()[-1] == RULE.split()
