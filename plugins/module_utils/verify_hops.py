@@ -181,15 +181,20 @@ def event_logged(events: list[dict], search: str, rc: int | None, command: list[
     return hop("event_logged", True, f"event(s) {', '.join(event['id'] for event in events)}")
 
 
+def unmarked_hop(name: str, what: str, message: dict, token: str | None) -> dict:
+    """The plugin hop broken by a MESSAGE for our event that lacks our token."""
+    seen = message["verify"]
+    header = f"with X-Audit-Verify {seen} instead of {token}" if seen else "without X-Audit-Verify"
+    return hop(name, False, f"the {what} for event {message['event']} arrived {header}: "
+               "the plugin ignored the verification request")
+
+
 def plugin_alert(unmarked: list[dict], token: str | None, traced: bool, spool_dir: str,
                  status_error: str | None) -> dict:
     """UNMARKED: our event's alerts that came without our token; TRACED: some part after
     the plugin (held, spool, MTA queue, delivery) shows the alert."""
     if unmarked:
-        seen = unmarked[0]["verify"]
-        header = f"with X-Audit-Verify {seen} instead of {token}" if seen else "without X-Audit-Verify"
-        return hop("plugin_alert", False, f"the alert for event {unmarked[0]['event']} "
-                   f"arrived {header}: the plugin ignored the verification request")
+        return unmarked_hop("plugin_alert", "alert", unmarked[0], token)
     if traced:
         return hop("plugin_alert", True, "the plugin handled the event")
     return hop("plugin_alert", False, "no trace of an alert for the event: nothing held back, "
@@ -317,10 +322,7 @@ def tamper_plugin(unmarked: list[dict], token: str, suppressed: int, traced: boo
     status.json tamper_suppressed grew; TRACED: the spool, the MTA queue or a delivery
     shows a mail. (A plugin config with [tamper] enabled = no stops tamper_before.)"""
     if unmarked:
-        seen = unmarked[0]["verify"]
-        header = f"with X-Audit-Verify {seen} instead of {token}" if seen else "without X-Audit-Verify"
-        return hop("tamper_plugin", False, f"the tamper mail for event {unmarked[0]['event']} "
-                   f"arrived {header}: the plugin ignored the verification request")
+        return unmarked_hop("tamper_plugin", "tamper mail", unmarked[0], token)
     if suppressed > 0:
         return hop("tamper_plugin", False, f"status.json: tamper_suppressed +{suppressed}: the "
                    f"plugin took the removal for the role's own work ({spool_dir}/maintenance)")
