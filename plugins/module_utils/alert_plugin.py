@@ -5,7 +5,9 @@
 
 - the auditd plugins.d file that starts it (key = value lines),
 - its INI config (which rule watches which keys, where the spool is),
-- its spool: status.json, queue/ (alerts not yet handed to the MTA), verify/ requests.
+- its spool: status.json, queue/ (alerts not yet handed to the MTA), verify/ requests,
+- the X-Audit-* headers of its mail.
+This file is the modules' one owner of those contracts (docs/design.md).
 """
 
 from __future__ import annotations
@@ -15,10 +17,18 @@ import email.parser
 import json
 import os
 import re
+import stat
 import tempfile
 
 DEFAULT_SPOOL_DIR = "/var/spool/audisp-mailalert"
 DEFAULT_PLUGIN_CONF = "/etc/audit/plugins.d/audisp-mailalert.conf"
+DEFAULT_CONFIG = "/etc/audit/audisp-mailalert.conf"  # the plugin's own default
+# The spool layout: names inside the spool directory.
+STATUS_FILE = "status.json"
+QUEUE_DIR = "queue"
+VERIFY_DIR = "verify"
+MAINTENANCE_FILE = "maintenance"  # the role's marker, START END
+MAINTENANCE_MAX = 900  # the plugin caps the marker's window at START + 900 s
 # The argument spec of the options in doc_fragments/plugin_paths.py, shared by the modules.
 PATH_OPTIONS = {
     "plugin_conf": {"type": "path", "default": DEFAULT_PLUGIN_CONF},
@@ -27,6 +37,9 @@ PATH_OPTIONS = {
 }
 # The rule the plugin builds from the KEY arguments of its command line.
 ARGS_RULE = "args"
+# Tamper mail (docs/plugin.md): its X-Audit-Key, and the X-Audit-Tamper kind of a removal.
+TAMPER_KEY = "tamper"
+TAMPER_RULES_REMOVED = "rules-removed"
 VERIFY_TOKEN = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 
 
@@ -91,9 +104,10 @@ def keys_from_args(args: list[str]) -> list[str]:
 
 def read_plugin_config(path: str) -> dict:
     """The plugin's INI config as {"file", "exists", "rules": {NAME: [keys]},
-    "spool_dir", "error"}; a missing file gives no rules and the default spool."""
+    "spool_dir", "tamper" (whether [tamper] enabled is on), "error"}; a missing file
+    gives no rules, the default spool and tamper alerts on (the plugin's defaults)."""
     result = {"file": path, "exists": os.path.exists(path), "rules": {},
-              "spool_dir": DEFAULT_SPOOL_DIR, "error": None}
+              "spool_dir": DEFAULT_SPOOL_DIR, "tamper": True, "error": None}
     if not result["exists"]:
         return result
     parser = configparser.ConfigParser(interpolation=None)
@@ -109,7 +123,20 @@ def read_plugin_config(path: str) -> dict:
             result["rules"][section[len("rule "):].strip()] = [
                 key.strip() for key in keys.split(",") if key.strip()]
     result["spool_dir"] = parser.get("spool", "dir", fallback=DEFAULT_SPOOL_DIR)
+    result["tamper"] = parser.get("tamper", "enabled", fallback="yes").strip().lower() != "no"
     return result
+
+
+def locate(params: dict) -> dict:
+    """The plugin's files from the PATH_OPTIONS of a module, found as the plugin finds them:
+    {"conf": the plugins.d file, "config": the plugin config, "spool_dir"}. An option that
+    is set wins; else the config is the --config of the plugins.d args, else the plugin's
+    default, and the spool is the config's [spool] dir."""
+    conf = read_plugin_conf(params["plugin_conf"])
+    config = read_plugin_config(params["config"] or config_from_args(conf["args"])
+                                or DEFAULT_CONFIG)
+    return {"conf": conf, "config": config,
+            "spool_dir": params["spool_dir"] or config["spool_dir"]}
 
 
 def rules_for_key(key: str, config_rules: dict, args_keys: list[str]) -> list[str]:
@@ -122,7 +149,7 @@ def rules_for_key(key: str, config_rules: dict, args_keys: list[str]) -> list[st
 
 def read_status(spool_dir: str) -> tuple[dict | None, str | None]:
     """(contents of <spool>/status.json or None, error text or None)."""
-    path = os.path.join(spool_dir, "status.json")
+    path = os.path.join(spool_dir, STATUS_FILE)
     try:
         with open(path) as handle:
             return json.load(handle), None
@@ -140,12 +167,15 @@ def held_counts(status: dict | None, key: str) -> dict:
 
 
 def alert_headers(handle) -> dict:
-    """The alert headers of one RFC 5322 message read from a binary file object."""
+    """The alert headers of one RFC 5322 message read from a binary file object: "key",
+    "event" (X-Audit-Event as written), "verify", "tamper" (the kind of a tamper mail),
+    "subject", "message_id"; a header the message lacks is None."""
     headers = email.parser.BytesHeaderParser().parse(handle)
     return {
         "key": headers.get("X-Audit-Key"),
         "event": headers.get("X-Audit-Event"),
         "verify": headers.get("X-Audit-Verify"),
+        "tamper": headers.get("X-Audit-Tamper"),
         "subject": headers.get("Subject"),
         "message_id": headers.get("Message-ID"),
     }
@@ -153,7 +183,7 @@ def alert_headers(handle) -> dict:
 
 def queued_alerts(spool_dir: str) -> list[dict]:
     """Alerts in <spool>/queue/ (accepted by the plugin, not yet handed to the MTA)."""
-    queue = os.path.join(spool_dir, "queue")
+    queue = os.path.join(spool_dir, QUEUE_DIR)
     try:
         names = sorted(os.listdir(queue))
     except OSError:
@@ -174,11 +204,34 @@ def queued_alerts(spool_dir: str) -> list[dict]:
     return alerts
 
 
+def read_maintenance(spool_dir: str) -> tuple[int, int] | None:
+    """The role's maintenance marker as the plugin reads it: (START, END), END capped at
+    START + MAINTENANCE_MAX; None when there is none or the plugin ignores it (not a
+    regular file of root's that only root can write, or not two whole numbers)."""
+    path = os.path.join(spool_dir, MAINTENANCE_FILE)
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None  # none, or a symbolic link
+    try:
+        info = os.fstat(descriptor)
+        raw = os.read(descriptor, 128) if stat.S_ISREG(info.st_mode) else b""
+    finally:
+        os.close(descriptor)
+    fields = raw.split()
+    if info.st_uid != 0 or info.st_mode & 0o022 or len(fields) != 2 \
+            or not all(field.isdigit() for field in fields):
+        return None
+    start, end = int(fields[0]), int(fields[1])
+    return start, min(end, start + MAINTENANCE_MAX)
+
+
 def write_verify_request(spool_dir: str, pid: int, token: str) -> str:
-    """Write <spool>/verify/<pid> with TOKEN, atomically; returns its path."""
+    """Write <spool>/verify/<pid> with TOKEN, atomically; returns its path. The plugin
+    marks the alerts and tamper mails of events whose SYSCALL ppid is PID."""
     if not VERIFY_TOKEN.match(token):
         raise ValueError(f"verify token must match {VERIFY_TOKEN.pattern}")
-    directory = os.path.join(spool_dir, "verify")
+    directory = os.path.join(spool_dir, VERIFY_DIR)
     if not os.path.isdir(directory):
         os.mkdir(directory, 0o700)
     path = os.path.join(directory, str(pid))

@@ -13,6 +13,9 @@ import os
 import re
 import time
 
+# The environment of every audit tool the modules run: ausearch --start parses dates by
+# locale, and the parsers here read the C locale's words.
+C_LOCALE = {"LC_ALL": "C", "LANG": "C"}
 # `auditctl -s` prints "name value [words]" per line; these values are numbers.
 _STATUS_INT_FIELDS = (
     "enabled", "failure", "pid", "rate_limit", "backlog_limit", "lost", "backlog",
@@ -20,6 +23,7 @@ _STATUS_INT_FIELDS = (
 )
 _RAW_EVENT_ID = re.compile(r"msg=audit\((\d+)\.(\d+):(\d+)\)")
 _RAW_FIELD = re.compile(r"\b(type|ppid|pid|auid|uid|exe|key)=(\"[^\"]*\"|\S+)")
+_CHANGE_FIELD = re.compile(r"\b(op|key|res)=(\"[^\"]*\"|\S+)")
 # Keys of one rule are stored joined by \x01 in the kernel; auditctl may print either form.
 _KEY_SEPARATOR = "\x01"
 
@@ -79,6 +83,14 @@ def rule_keys(rule: str) -> list[str]:
     return keys
 
 
+def deletion_argv(rule: str) -> list[str] | None:
+    """The auditctl arguments that delete exactly RULE, a line of `auditctl -l`: the same
+    words with -a turned into -d, -w into -W. None for a line that is not such a rule."""
+    words = rule.split()
+    flag = {"-a": "-d", "-w": "-W"}.get(words[0] if words else "")
+    return [flag, *words[1:]] if flag else None
+
+
 def loaded_keys(rules: list[dict]) -> list[str]:
     """Sorted, unique keys of the loaded rules."""
     return sorted({key for rule in rules for key in rule["keys"]})
@@ -122,6 +134,37 @@ def parse_raw_events(text: str) -> list[dict]:
                 if name in fields:
                     event[name] = fields[name].strip('"')
     return list(events.values())
+
+
+def parse_rule_changes(text: str) -> list[dict]:
+    """The CONFIG_CHANGE records of rules added or removed in `ausearch --format raw` output:
+    [{"id": "SEC.MSEC:SERIAL", "op": "add_rule" or "remove_rule", "keys": [...], "ok": res=1}]
+    in log order. The kernel writes a key with a byte outside printable ASCII (several keys
+    joined by \x01) in hex, without quotes."""
+    changes = []
+    for line in text.splitlines():
+        raw = line.split("\x1d")[0]
+        match = _RAW_EVENT_ID.search(raw)
+        if not raw.startswith("type=CONFIG_CHANGE ") or not match:
+            continue
+        fields = dict(_CHANGE_FIELD.findall(raw))
+        if fields.get("op") not in ("add_rule", "remove_rule"):
+            continue
+        seconds, millis, serial = match.groups()
+        changes.append({"id": f"{seconds}.{int(millis):03d}:{serial}", "op": fields["op"],
+                        "keys": _logged_keys(fields.get("key", "")), "ok": fields.get("res") == "1"})
+    return changes
+
+
+def _logged_keys(value: str) -> list[str]:
+    """The keys of a CONFIG_CHANGE key= field: "KEY", HEX or (null)."""
+    if value.startswith('"'):
+        text = value.strip('"')
+    elif re.fullmatch(r"(?:[0-9A-Fa-f]{2})+", value):
+        text = bytes.fromhex(value).decode("utf-8", "replace")
+    else:
+        return []
+    return [key for key in text.split(_KEY_SEPARATOR) if key]
 
 
 def normalize_event_id(value: str) -> str | None:

@@ -9,14 +9,17 @@ Mailboxes are read with the standard `mailbox` package, headers only, without lo
 
 from __future__ import annotations
 
-import email.parser
 import fcntl
 import mailbox
 import os
 import re
 import struct
 
+from ansible_collections.linux_audit.mail_alert.plugins.module_utils.alert_plugin import (
+    alert_headers,
+)
 from ansible_collections.linux_audit.mail_alert.plugins.module_utils.audit_state import (
+    C_LOCALE,
     normalize_event_id,
 )
 
@@ -96,40 +99,63 @@ def open_mailbox(path: str) -> mailbox.Mailbox | None:
 def alert_messages(path: str, key: str) -> list[dict]:
     """Headers of the messages in the mailbox whose X-Audit-Key is KEY.
 
-    Each: {"key", "event" (normalized TIME:SERIAL), "event_header", "verify", "subject",
-    "message_id", "delivered" (file time of a Maildir message, else None)}.
+    Each: {"key", "event" (normalized TIME:SERIAL), "event_header", "verify", "tamper",
+    "subject", "message_id", "delivered" (file time of a Maildir message, else None)}.
     """
     box = open_mailbox(path)
     if box is None:
         return []
-    parser = email.parser.BytesHeaderParser()
     found = []
     try:
         for message_key in box.iterkeys():  # iterating a Mailbox itself yields messages
             try:
                 with box.get_file(message_key) as handle:
-                    headers = parser.parse(handle)
+                    headers = alert_headers(handle)
             except (KeyError, OSError):
                 continue  # removed by a mail reader meanwhile
-            if headers.get("X-Audit-Key") != key:
+            if headers["key"] != key:
                 continue
             delivered = None
             if isinstance(box, mailbox.Maildir):
                 # A MaildirMessage's date is its file's mtime: the delivery time.
                 delivered = box.get_message(message_key).get_date()
-            event_header = headers.get("X-Audit-Event")
-            found.append({
-                "key": key,
-                "event": normalize_event_id(event_header),
-                "event_header": event_header,
-                "verify": headers.get("X-Audit-Verify"),
-                "subject": headers.get("Subject"),
-                "message_id": headers.get("Message-ID"),
-                "delivered": delivered,
-            })
+            found.append(dict(headers, event=normalize_event_id(headers["event"]),
+                              event_header=headers["event"], delivered=delivered))
     finally:
         box.close()
     return found
+
+
+class MailboxWatch:
+    """The alerts with one key in a mailbox, re-read only when the mailbox's size or
+    mtime changed since the last look (a stat per poll, a parse per delivery)."""
+
+    def __init__(self, path: str, key: str):
+        self.path, self.key = path, key
+        self.seen = None
+        self.messages: list[dict] = []
+
+    def look(self) -> tuple[list[dict], dict]:
+        """(the alert messages now, the mailbox state now)."""
+        state = mailbox_state(self.path)
+        if (state["size"], state["mtime"]) != self.seen:
+            self.seen = (state["size"], state["mtime"])
+            self.messages = alert_messages(self.path, self.key)
+        return self.messages, state
+
+
+def mail_queue(module) -> dict | None:
+    """The MTA's queue (mailq): {"ids": queue ids, "error": why mailq failed or None};
+    None when there is no mailq to ask. A failing mailq still lists what it read: postfix's
+    exits 69 with "Mail system is down" and shows the queue when its daemon is not running."""
+    mailq = module.get_bin_path("mailq")
+    if not mailq:
+        return None
+    rc, out, err = module.run_command([mailq], environ_update=C_LOCALE)
+    error = None
+    if rc != 0:
+        error = f"mailq exited {rc}: {' '.join(err.split())[:300] or 'no message'}"
+    return {"ids": parse_mail_queue(out), "error": error}
 
 
 def parse_mail_queue(text: str) -> list[str]:

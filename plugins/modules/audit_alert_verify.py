@@ -26,6 +26,9 @@ description:
     chain, and returns every hop it checked in RV(hops).
   - The command runs directly (no shell), as a child of the module process, so the
     event's C(ppid) is the module's process id.
+  - With O(tamper=true) it then proves the plugin's tamper alerts too. It removes the loaded
+    rules that carry O(key) and puts them back at once, and waits for the plugin's tamper
+    mail for the removed rules (see O(tamper)).
   - Needs root on the target (C(become=true)), to query the kernel audit state and to
     write into the plugin's spool.
 version_added: 0.1.0
@@ -42,6 +45,8 @@ attributes:
         hops it can check without an event, and the command it would run. It neither runs
         the command nor writes a verification request, and it never fails because of a
         broken hop (a check-mode run of a deployment has not loaded anything yet).
+      - The tamper check (O(tamper)) does not run in check mode, because it removes and
+        restores audit rules; RV(tamper) says so.
   diff_mode:
     support: none
   platform:
@@ -84,14 +89,45 @@ options:
       - Write the verification request, so that the alert is marked and exempt from
         the plugin's rate limit.
       - Set V(false) to prove the path an ordinary alert takes, rate limit included.
+      - The tamper check (O(tamper)) always writes its own request.
     type: bool
     default: true
+  tamper:
+    description:
+      - After the alert chain is proven, also prove the plugin's tamper alert for a removed
+        watch. The module writes its verification request C(<spool_dir>/verify/<pid>) again,
+        with a fresh token, removes each rule that C(auditctl -l -k KEY)
+        lists (C(auditctl -W) for a watch, C(-d) for a syscall rule), puts each back with the
+        same words at once, in a C(finally), also when it is interrupted by SIGTERM, SIGINT
+        or SIGHUP, then waits up to O(timeout) seconds for the plugin's mail whose
+        C(X-Audit-Key) is V(tamper), C(X-Audit-Tamper) is V(rules-removed) and
+        C(X-Audit-Verify) is the token. The kernel logs the removal with the SYSCALL record
+        of the auditctl the module runs, whose C(ppid) is the module's pid, so the plugin
+        marks that mail and does not rate-limit it.
+      - When no such mail comes it fails naming the hop that broke, C(tamper_removed),
+        C(tamper_logged), C(tamper_plugin), C(tamper_delivery), C(tamper_mta_queue) or
+        C(tamper_mailbox).
+      - The rule is gone for the few milliseconds between the two auditctl runs; a rule put
+        back with C(-a) goes to the end of its filter list.
+      - The plugin mails its tamper alerts only with C([tamper] enabled = yes), the default.
+        While the role's maintenance marker covers the moment (up to 5 s after a
+        deployment), the plugin takes a removal for the role's own work, so the module
+        first waits until it no longer does.
+    type: bool
+    default: false
+  tamper_mailbox:
+    description:
+      - The mailbox the tamper mail is delivered to, when the plugin's C([tamper] to) differs
+        from the alert's recipients. Default is O(mailbox).
+    type: path
 notes:
   - The hops, in chain order, are C(audit_enabled), C(rule_loaded), C(auditd_running),
     C(plugin_configured), C(plugin_running), C(plugin_key), C(mailbox_writable) (checked
     before the command runs; if one is broken the command is not run), then C(event_logged),
     C(plugin_alert), C(rate_limit), C(plugin_delivery) (the plugin handed the mail to
-    the MTA), C(mta_queue) and C(mailbox).
+    the MTA), C(mta_queue) and C(mailbox); with O(tamper=true) then C(tamper_removed),
+    C(tamper_logged) (the kernel's C(CONFIG_CHANGE op=remove_rule) record),
+    C(tamper_plugin), C(tamper_delivery), C(tamper_mta_queue) and C(tamper_mailbox).
   - The module reports C(changed=false) because it changes no configuration, although
     the command it runs raises an audit event and a mail.
 seealso:
@@ -121,6 +157,18 @@ EXAMPLES = r"""
     mailbox: /root/Maildir
     timeout: 60
   become: true
+
+- name: Prove the alert, then that removing the watch raises a tamper mail
+  linux_audit.mail_alert.audit_alert_verify:
+    command: [/usr/bin/w]
+    key: watch_w
+    tamper: true
+  become: true
+  register: tamper_check
+
+- name: Show how long the tamper mail took
+  ansible.builtin.debug:
+    msg: "{{ tamper_check.tamper.message_id }} arrived after {{ tamper_check.tamper.latency }} s"
 
 - name: Prove that an ordinary alert, not exempt from the rate limit, gets through now
   linux_audit.mail_alert.audit_alert_verify:
@@ -188,6 +236,61 @@ hops:
       type: str
   sample:
     - {name: rule_loaded, ok: true, detail: "auditctl -l: -w /usr/bin/w -p x -k watch_w"}
+tamper:
+  description: The tamper check (O(tamper)).
+  returned: when O(tamper=true)
+  type: dict
+  contains:
+    checked:
+      description: Whether the rules were removed and restored. V(false) in check mode and
+        when the alert chain is broken.
+      type: bool
+      sample: true
+    skipped:
+      description: Why the tamper check did not run.
+      returned: when RV(tamper.checked=false)
+      type: str
+      sample: "check mode: the tamper check removes and restores audit rules"
+    rules:
+      description: The rules with the key, as C(auditctl -l -k KEY) printed them, removed
+        and put back in this order.
+      returned: when RV(tamper.checked=true)
+      type: list
+      elements: str
+      sample: ["-w /usr/bin/w -p x -k watch_w"]
+    waited:
+      description: Seconds the module waited before the removal, because the role's
+        maintenance marker in the spool still covered that moment (just after a
+        deployment), in which the plugin takes a removal for the role's own work.
+      returned: when it waited
+      type: float
+      sample: 4.2
+    token:
+      description: The token the tamper mail must carry in C(X-Audit-Verify).
+      returned: when the rules were removed
+      type: str
+      sample: 0b6f1c0e-3a43-4f53-9d0a-3c1f5c7e9a21
+    event:
+      description: The audit record the tamper mail names in C(X-Audit-Event), as
+        C(TIME:SERIAL).
+      returned: when the tamper mail arrived
+      type: str
+      sample: "1795685870.120:9"
+    message_id:
+      description: The C(Message-ID) of the tamper mail.
+      returned: when the tamper mail arrived
+      type: str
+      sample: "<6b07ff03.16000d.2e5a93f4@host1>"
+    subject:
+      description: The subject of the tamper mail.
+      returned: when the tamper mail arrived
+      type: str
+      sample: "[audit] tamper: rules removed on host1"
+    latency:
+      description: Seconds from the removal to the tamper mail in the mailbox.
+      returned: when the tamper mail arrived
+      type: float
+      sample: 1.204
 """
 
 import os
@@ -201,39 +304,15 @@ from ansible_collections.linux_audit.mail_alert.plugins.module_utils import (
     alert_plugin,
     audit_state,
     mail_store,
+    verify_hops,
+    verify_tamper,
+)
+from ansible_collections.linux_audit.mail_alert.plugins.module_utils.audit_state import (
+    C_LOCALE,
 )
 
-DEFAULT_CONFIG = "/etc/audit/audisp-mailalert.conf"
-# What a broken hop means, for the failure message.
-BROKEN = {
-    "audit_enabled": "kernel auditing is disabled",
-    "rule_loaded": "audit rule not loaded",
-    "auditd_running": "auditd not running",
-    "plugin_configured": "plugin not configured in auditd",
-    "plugin_running": "plugin not running",
-    "plugin_key": "plugin not configured for the key",
-    "mailbox_writable": "mailbox not writable",
-    "event_logged": "event not logged",
-    "plugin_alert": "plugin raised no alert for the event",
-    "rate_limit": "plugin rate limit held the alert back",
-    "plugin_delivery": "mail not handed to the MTA",
-    "mta_queue": "mail still in the MTA queue, or the MTA down",
-    "mailbox": "mailbox not written",
-}
 MAILBOX_POLL = 0.1  # seconds between two looks at the mailbox (a stat; parsed on change)
 AUSEARCH_POLL_MAX = 1.0  # longest pause between two ausearch runs while the event is missing
-C_LOCALE = {"LC_ALL": "C", "LANG": "C"}  # ausearch --start parses dates by locale
-
-
-def hop(name: str, ok: bool, detail: str) -> dict:
-    return {"name": name, "ok": bool(ok), "detail": detail}
-
-
-def alert_matches(alert: dict, event_ids: list[str], token: str | None) -> bool:
-    """An alert is ours if it names one of our events (and carries our token, if any)."""
-    if audit_state.normalize_event_id(alert.get("event") or "") not in event_ids:
-        return False
-    return token is None or alert.get("verify") == token
 
 
 class Verification:
@@ -248,11 +327,9 @@ class Verification:
         self.result: dict = {"changed": False}
         self.validate()
         self.auditctl = module.get_bin_path("auditctl")
-        self.conf = alert_plugin.read_plugin_conf(self.params["plugin_conf"])
-        self.config_path = (self.params["config"] or alert_plugin.config_from_args(self.conf["args"])
-                            or DEFAULT_CONFIG)
-        self.config = alert_plugin.read_plugin_config(self.config_path)
-        self.spool_dir = self.params["spool_dir"] or self.config["spool_dir"]
+        self.located = alert_plugin.locate(self.params)
+        self.conf, self.config, self.spool_dir = (self.located["conf"], self.located["config"],
+                                                  self.located["spool_dir"])
         self.argv = self.command_argv()
         self.result["command"] = self.argv
 
@@ -301,7 +378,7 @@ class Verification:
         return [setpriv, f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--init-groups",
                 "--", *command]
 
-    # -- hops checked before the command runs --------------------------------------------
+    # -- the evidence before the command runs -------------------------------------------
 
     def auditctl_output(self, option: str) -> tuple[str | None, str]:
         """(stdout of `auditctl OPTION`, or None and the reason why not)."""
@@ -312,101 +389,58 @@ class Verification:
             return None, f"auditctl {option} failed (rc {rc}): {err.strip()}"
         return out, ""
 
-    def static_hops(self) -> list[dict]:
-        """The hops that can be checked without an event, in chain order."""
-        out, error = self.auditctl_output("-s")
-        status = audit_state.parse_status(out) if out is not None else {}
-        if out is None:
-            enabled = hop("audit_enabled", False, error)
-        else:
-            enabled = hop("audit_enabled", status.get("enabled") in (1, 2),
-                          f"auditctl -s: enabled {status.get('enabled')}")
-        auditd_pid = status.get("pid") or 0
-        return [enabled, self.rule_hop(), self.auditd_hop(auditd_pid), self.plugin_configured_hop(),
-                self.plugin_running_hop(auditd_pid), self.plugin_key_hop(), self.mailbox_hop()]
-
-    def rule_hop(self) -> dict:
-        out, error = self.auditctl_output("-l")
-        if out is None:
-            return hop("rule_loaded", False, error)
-        matching = [rule["rule"] for rule in audit_state.parse_rules(out) if self.key in rule["keys"]]
-        if not matching:
-            return hop("rule_loaded", False, f"auditctl -l lists no rule with key {self.key}")
-        return hop("rule_loaded", True, f"auditctl -l: {'; '.join(matching)}")
-
-    def auditd_hop(self, pid: int) -> dict:
-        if not pid:
-            return hop("auditd_running", False, "auditctl -s: no audit daemon registered (pid 0)")
-        name = audit_state.process_name(pid)
-        return hop("auditd_running", name == "auditd",
-                   f"auditctl -s: pid {pid}, which is {name or 'not a running process'}")
-
-    def plugin_configured_hop(self) -> dict:
-        conf, where = self.conf, self.conf["file"]
-        program = conf["path"]
-        if not conf["exists"]:
-            problem = f"{where} does not exist"
-        elif conf["error"]:
-            problem = conf["error"]
-        elif not conf["active"]:
-            problem = f"{where}: active is not yes"
-        elif not program or not os.access(program, os.X_OK):
-            problem = f"{where}: path {program} is not an executable file"
-        elif conf["format"] != "string":
-            problem = f"{where}: format is {conf['format']}; the plugin reads format = string"
-        elif self.config["error"]:
-            problem = self.config["error"]
-        elif not os.path.isdir(self.spool_dir):
-            problem = f"spool directory {self.spool_dir} does not exist"
-        else:
-            args = " ".join(conf["args"]) or "none"
-            return hop("plugin_configured", True,
-                       f"{where}: active, path {program}, args {args}; spool {self.spool_dir}")
-        return hop("plugin_configured", False, problem)
-
-    def plugin_running_hop(self, auditd_pid: int) -> dict:
+    def look_before(self) -> dict:
+        """What verify_hops.before_command judges: the kernel's audit status and rules,
+        auditd's and the plugin's processes, the plugin's files, the mailbox."""
+        status_out, status_error = self.auditctl_output("-s")
+        rules_out, rules_error = self.auditctl_output("-l")
+        status = audit_state.parse_status(status_out) if status_out is not None else None
+        auditd_pid = (status or {}).get("pid") or 0
         program = self.conf["path"]
-        if not program:
-            return hop("plugin_running", False, "no plugin path is configured")
-        processes = audit_state.find_processes(program)
-        if not processes:
-            return hop("plugin_running", False, f"no process runs {program}")
-        described = ", ".join(f"pid {process['pid']} (parent {process['ppid']})"
-                              for process in processes)
-        if auditd_pid and not any(process["ppid"] == auditd_pid for process in processes):
-            return hop("plugin_running", False, f"{program} runs ({described}) but not as a "
-                       f"child of auditd (pid {auditd_pid}), so it gets no events")
-        return hop("plugin_running", True, f"{program}: {described}")
-
-    def plugin_key_hop(self) -> dict:
-        args_keys = alert_plugin.keys_from_args(self.conf["args"])
-        rules = alert_plugin.rules_for_key(self.key, self.config["rules"], args_keys)
-        if rules:
-            return hop("plugin_key", True, f"key {self.key} is watched by plugin rule(s) "
-                       f"{', '.join(rules)} ({self.config_path})")
-        return hop("plugin_key", False, f"no [rule] in {self.config_path} and no argument in "
-                   f"{self.conf['file']} lists key {self.key}")
-
-    def mailbox_hop(self) -> dict:
-        problem = mail_store.mailbox_unwritable(self.mailbox)
-        if problem:
-            return hop("mailbox_writable", False, f"the MTA cannot write {self.mailbox}: {problem}")
-        return hop("mailbox_writable", True, f"{self.mailbox} can be written")
+        return {
+            "key": self.key, "status": status, "status_error": status_error,
+            "rules": audit_state.parse_rules(rules_out) if rules_out is not None else None,
+            "rules_error": rules_error,
+            "auditd_name": audit_state.process_name(auditd_pid) if auditd_pid else None,
+            "conf": self.conf, "config": self.config,
+            "program_executable": bool(program) and os.access(program, os.X_OK),
+            "processes": audit_state.find_processes(program) if program else [],
+            "spool_dir": self.spool_dir, "spool_exists": os.path.isdir(self.spool_dir),
+            "mailbox": self.mailbox, "mailbox_problem": mail_store.mailbox_unwritable(self.mailbox),
+        }
 
     # -- the run -------------------------------------------------------------------------
 
     def fail(self) -> None:
-        broken = next(item for item in self.hops if not item["ok"])
-        self.module.fail_json(msg=f"{BROKEN[broken['name']]} (hop {broken['name']}): "
-                                  f"{broken['detail']}", hops=self.hops, **self.result)
+        if self.params["tamper"] and "tamper" not in self.result:
+            self.result["tamper"] = {"checked": False,
+                                     "skipped": "the alert chain is broken: not checked"}
+        self.module.fail_json(msg=verify_hops.failure_message(self.hops), hops=self.hops,
+                              **self.result)
 
     def run(self) -> None:
-        self.hops = self.static_hops()
+        self.hops = verify_hops.before_command(self.look_before())
         if self.module.check_mode:
+            if self.params["tamper"]:
+                self.result["tamper"] = {"checked": False, "skipped": "check mode: the tamper "
+                                         "check removes and restores audit rules"}
             self.module.exit_json(hops=self.hops, **self.result)
         if not all(item["ok"] for item in self.hops):
             self.fail()
+        alert = self.prove_alert()
+        if self.params["tamper"]:
+            mailbox = self.params["tamper_mailbox"] or self.mailbox
+            hops, self.result["tamper"] = verify_tamper.TamperCheck(
+                self.module, self.auditctl, self.key, self.located, mailbox).run()
+            self.hops.extend(hops)
+            if not all(item["ok"] for item in hops):
+                self.fail()
+        self.module.exit_json(hops=self.hops, latency=round(alert["latency"], 3),
+                              event=alert["event"], message_id=alert["message_id"],
+                              subject=alert["subject"], **self.result)
 
+    def prove_alert(self) -> dict:
+        """Run the command and wait for its alert; the alert, or fail naming the hop."""
         before = self.snapshot()
         token = str(uuid.uuid4()) if self.params["verify_marker"] else None
         request = self.write_request(token) if token else None
@@ -420,14 +454,13 @@ class Verification:
                 alert_plugin.remove_verify_request(request)
 
         if alert is None:
-            self.hops.extend(self.diagnose(started, token, events, before))
+            self.hops.extend(verify_hops.after_command(
+                self.look_after(started, token, events, before)))
             self.fail()
-        self.hops.append(hop("event_logged", True, f"event {alert['event']}"))
-        self.hops.append(hop("mailbox", True, f"alert {alert['message_id']} for event "
-                             f"{alert['event']} in {self.mailbox}"))
-        self.module.exit_json(hops=self.hops, latency=round(alert["latency"], 3),
-                              event=alert["event"], message_id=alert["message_id"],
-                              subject=alert["subject"], **self.result)
+        self.hops.append(verify_hops.hop("event_logged", True, f"event {alert['event']}"))
+        self.hops.append(verify_hops.hop("mailbox", True, f"alert {alert['message_id']} for "
+                                         f"event {alert['event']} in {self.mailbox}"))
+        return alert
 
     def write_request(self, token: str) -> str:
         """Ask the plugin to mark, and not rate-limit, the alerts of our command."""
@@ -456,8 +489,7 @@ class Verification:
         alert is there or the timeout passed. Returns (events, alert or None)."""
         deadline = started + self.params["timeout"]
         events: list[dict] = []
-        messages: list[dict] = []
-        seen = None
+        watch = mail_store.MailboxWatch(self.mailbox, self.key)
         next_search, search_pause = 0.0, 0.05
         while True:
             now = time.time()
@@ -465,13 +497,10 @@ class Verification:
                 events = self.find_events(started)
                 search_pause = min(search_pause * 2, AUSEARCH_POLL_MAX)
                 next_search = now + search_pause
-            state = mail_store.mailbox_state(self.mailbox)
-            if (state["size"], state["mtime"]) != seen:
-                seen = (state["size"], state["mtime"])
-                messages = mail_store.alert_messages(self.mailbox, self.key)
+            messages, state = watch.look()
             event_ids = [event["id"] for event in events]
             for message in messages:
-                if alert_matches(message, event_ids, token):
+                if verify_hops.alert_matches(message, event_ids, token):
                     # Maildir: the message file's time; mbox: the file's last write.
                     delivered = message["delivered"] or state["mtime"] or now
                     return events, dict(message, latency=max(0.0, delivered - started))
@@ -479,99 +508,31 @@ class Verification:
                 return events, None
             time.sleep(MAILBOX_POLL)
 
-    # -- diagnosis when no alert came ----------------------------------------------------
-
-    def mail_queue(self) -> dict | None:
-        """The MTA's queue (mailq): {"ids": queue ids, "error": why mailq failed or None};
-        None when there is no mailq to ask. A failing mailq still lists what it read: postfix's
-        exits 69 with "Mail system is down" and shows the queue when its daemon is not running."""
-        mailq = self.module.get_bin_path("mailq")
-        if not mailq:
-            return None
-        rc, out, err = self.module.run_command([mailq], environ_update=C_LOCALE)
-        error = None
-        if rc != 0:
-            error = f"mailq exited {rc}: {' '.join(err.split())[:300] or 'no message'}"
-        return {"ids": mail_store.parse_mail_queue(out), "error": error}
+    # -- the evidence when no alert came -------------------------------------------------
 
     def snapshot(self) -> dict:
         """What the plugin, the MTA and the mailbox hold before the command runs."""
         status, _error = alert_plugin.read_status(self.spool_dir)
         return {"held": alert_plugin.held_counts(status, self.key),
-                "mail_queue": self.mail_queue(),
+                "mail_queue": mail_store.mail_queue(self.module),
                 "mailbox": mail_store.mailbox_state(self.mailbox)}
 
-    def diagnose(self, started: float, token: str | None, events: list[dict],
-                 before: dict) -> list[dict]:
-        """The hops after the command, in chain order, from what each part recorded."""
-        if not events:
-            return [hop("event_logged", False, f"ausearch --input-logs -k {self.key} -pp "
-                        f"{os.getpid()} found no event since the command ran (rc "
-                        f"{self.result.get('rc')}); does {' '.join(self.params['command'])} "
-                        "trigger the rule, and does auditd write its log?")]
-        event_ids = [event["id"] for event in events]
-        hops = [hop("event_logged", True, f"event(s) {', '.join(event_ids)}")]
-
+    def look_after(self, started: float, token: str | None, events: list[dict],
+                   before: dict) -> dict:
+        """What verify_hops.after_command judges: what each part after the command holds
+        now, next to the snapshot BEFORE."""
         status, status_error = alert_plugin.read_status(self.spool_dir)
-        held = {name: count - before["held"].get(name, 0)
-                for name, count in alert_plugin.held_counts(status, self.key).items()
-                if count > before["held"].get(name, 0)}
-        queued = [alert for alert in alert_plugin.queued_alerts(self.spool_dir)
-                  if alert_matches(alert, event_ids, token)]
-        mail_queue = self.mail_queue()
-        new_in_mta = sorted(set((mail_queue or {}).get("ids", []))
-                            - set((before["mail_queue"] or {}).get("ids", [])))
-        last_delivery = (status or {}).get("last_delivery")
-        delivered_since = isinstance(last_delivery, (int, float)) and last_delivery >= started
-        unmarked = [message for message in mail_store.alert_messages(self.mailbox, self.key)
-                    if token and message["event"] in event_ids and message["verify"] != token]
-
-        if unmarked:
-            seen = unmarked[0]["verify"]
-            header = f"with X-Audit-Verify {seen} instead of {token}" if seen else "without X-Audit-Verify"
-            hops.append(hop("plugin_alert", False, f"the alert for event {unmarked[0]['event']} "
-                            f"arrived {header}: the plugin ignored the verification request"))
-        elif held or queued or new_in_mta or delivered_since:
-            hops.append(hop("plugin_alert", True, "the plugin handled the event"))
-        else:
-            hops.append(hop("plugin_alert", False, "no trace of an alert for the event: nothing "
-                            f"held back, nothing in {self.spool_dir}/queue, nothing new in the "
-                            "MTA queue, no delivery in status.json since the command ran"
-                            + (f"; {status_error}" if status_error else "")))
-
-        if held:
-            rules = ", ".join(f"{name} (+{count})" for name, count in sorted(held.items()))
-            why = ("although the verification request was in place" if token
-                   else "(an ordinary alert: verify_marker is false)")
-            hops.append(hop("rate_limit", False, f"status.json: rule(s) {rules} held alerts "
-                            f"back since the command ran, {why}"))
-        else:
-            hops.append(hop("rate_limit", True, "status.json: nothing held back since the "
-                            "command ran"))
-
-        if queued:
-            hops.append(hop("plugin_delivery", False, f"the alert waits in {queued[0]['file']}; "
-                            f"the plugin's last error: {(status or {}).get('last_error')}"))
-        else:
-            hops.append(hop("plugin_delivery", True, "no alert for the event waits in "
-                            f"{self.spool_dir}/queue"))
-
-        if mail_queue is None:
-            hops.append(hop("mta_queue", True, "no mailq on this host to ask"))
-        elif mail_queue["error"] or new_in_mta:
-            found = [f"{mail_queue['error']} (is the MTA running?)"] if mail_queue["error"] else []
-            if new_in_mta:
-                found.append("mailq lists mail queued since the command ran: " + ", ".join(new_in_mta))
-            hops.append(hop("mta_queue", False, "; ".join(found)))
-        else:
-            hops.append(hop("mta_queue", True, "mailq lists no mail queued since the command ran"))
-
-        after = mail_store.mailbox_state(self.mailbox)
-        found = (f"{after['kind']}, size {before['mailbox']['size']} then {after['size']}"
-                 if after["exists"] else "it does not exist")
-        hops.append(hop("mailbox", False, f"no alert for event(s) {', '.join(event_ids)} in "
-                        f"{self.mailbox} ({found})"))
-        return hops
+        return {
+            "key": self.key, "command": self.params["command"], "rc": self.result.get("rc"),
+            "started": started, "token": token, "events": events,
+            "search": f"ausearch --input-logs -k {self.key} -pp {os.getpid()}",
+            "status": status, "status_error": status_error, "held_before": before["held"],
+            "spool_dir": self.spool_dir, "queued": alert_plugin.queued_alerts(self.spool_dir),
+            "mail_queue_before": before["mail_queue"], "mail_queue": mail_store.mail_queue(self.module),
+            "mailbox": self.mailbox, "messages": mail_store.alert_messages(self.mailbox, self.key),
+            "mailbox_before": before["mailbox"],
+            "mailbox_after": mail_store.mailbox_state(self.mailbox),
+        }
 
 
 def main() -> None:
@@ -583,6 +544,8 @@ def main() -> None:
             "run_as": {"type": "str"},
             "timeout": {"type": "int", "default": 30},
             "verify_marker": {"type": "bool", "default": True},
+            "tamper": {"type": "bool", "default": False},
+            "tamper_mailbox": {"type": "path"},
             **alert_plugin.PATH_OPTIONS,
         },
         supports_check_mode=True,

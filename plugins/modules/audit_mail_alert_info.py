@@ -141,13 +141,15 @@ audit_mail_alert:
             direction: out
             error: null
         config:
-          description: The plugin configuration (its rules and their keys, its spool).
+          description: The plugin configuration (its rules and their keys, its spool, and
+            whether its tamper alerts are on, C([tamper] enabled), on by default).
           type: dict
           sample:
             file: /etc/audit/audisp-mailalert.conf
             exists: true
             rules: {watch: [watch_w]}
             spool_dir: /var/spool/audisp-mailalert
+            tamper: true
             error: null
         processes:
           description: The processes running the plugin's program, with their parents.
@@ -181,9 +183,9 @@ from ansible_collections.linux_audit.mail_alert.plugins.module_utils import (
     alert_plugin,
     audit_state,
 )
-
-DEFAULT_CONFIG = "/etc/audit/audisp-mailalert.conf"
-C_LOCALE = {"LC_ALL": "C", "LANG": "C"}
+from ansible_collections.linux_audit.mail_alert.plugins.module_utils.audit_state import (
+    C_LOCALE,
+)
 
 
 def audit_info(module: AnsibleModule) -> dict:
@@ -217,11 +219,9 @@ def audit_info(module: AnsibleModule) -> dict:
     return info
 
 
-def plugin_info(conf_path: str, config_path: str | None, auditd_pid: int | None) -> dict:
-    """The plugin's plugins.d file, configuration and processes."""
-    conf = alert_plugin.read_plugin_conf(conf_path)
-    config_path = config_path or alert_plugin.config_from_args(conf["args"]) or DEFAULT_CONFIG
-    config = alert_plugin.read_plugin_config(config_path)
+def plugin_info(located: dict, auditd_pid: int | None) -> dict:
+    """The plugin's plugins.d file, configuration and processes (LOCATED: alert_plugin.locate)."""
+    conf, config = located["conf"], located["config"]
     processes = audit_state.find_processes(conf["path"]) if conf["path"] else []
     keys = {key for rule_keys in config["rules"].values() for key in rule_keys}
     keys.update(alert_plugin.keys_from_args(conf["args"]))
@@ -241,9 +241,9 @@ def main() -> None:
         supports_check_mode=True,
     )
     audit = audit_info(module)
-    plugin = plugin_info(module.params["plugin_conf"], module.params["config"],
-                         audit["auditd_pid"])
-    spool_dir = module.params["spool_dir"] or plugin["config"]["spool_dir"]
+    located = alert_plugin.locate(module.params)
+    plugin = plugin_info(located, audit["auditd_pid"])
+    spool_dir = located["spool_dir"]
     status, status_error = alert_plugin.read_status(spool_dir)
     if not os.path.isdir(spool_dir):
         status_error = f"spool directory {spool_dir} does not exist"

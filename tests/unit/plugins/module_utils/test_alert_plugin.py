@@ -119,3 +119,62 @@ def test_verify_request_written_atomically_and_removed(tmp_path):
 def test_verify_request_refuses_a_bad_token(tmp_path):
     with pytest.raises(ValueError):
         alert_plugin.write_verify_request(str(tmp_path), 1, "bad token\n")
+
+
+def test_locate_follows_the_plugins_d_args_and_the_config(tmp_path):
+    config = tmp_path / "plugin.conf"
+    config.write_text(CONFIG)
+    conf = tmp_path / "plugins.d.conf"
+    conf.write_text(f"active = yes\npath = /sbin/audisp-mailalert\nargs = --config {config}\n")
+    params = {"plugin_conf": str(conf), "config": None, "spool_dir": None}
+    located = alert_plugin.locate(params)
+    assert located["conf"]["file"] == str(conf)
+    assert located["config"]["file"] == str(config)
+    assert located["spool_dir"] == "/var/spool/elsewhere"
+    # Options that are set win over what the files say.
+    other = tmp_path / "other.conf"
+    located = alert_plugin.locate(dict(params, config=str(other), spool_dir="/s"))
+    assert located["config"]["file"] == str(other) and located["spool_dir"] == "/s"
+    # No --config in the args: the plugin's own default.
+    conf.write_text("active = yes\npath = /sbin/audisp-mailalert\n")
+    assert alert_plugin.locate(params)["config"]["file"] == alert_plugin.DEFAULT_CONFIG
+
+
+def test_read_plugin_config_tamper_is_on_unless_turned_off(tmp_path):
+    path = tmp_path / "plugin.conf"
+    path.write_text(CONFIG)
+    assert alert_plugin.read_plugin_config(str(path))["tamper"] is True
+    path.write_text(CONFIG + "[tamper]\nenabled = no\n")
+    assert alert_plugin.read_plugin_config(str(path))["tamper"] is False
+    assert alert_plugin.read_plugin_config(str(tmp_path / "none"))["tamper"] is True
+
+
+def test_alert_headers_read_the_tamper_kind(tmp_path):
+    message = tmp_path / "m.eml"
+    message.write_bytes(b"X-Audit-Key: tamper\r\nX-Audit-Tamper: rules-removed\r\n"
+                        b"X-Audit-Verify: t-1\r\n\r\nRemoved keys: k\r\n")
+    with open(message, "rb") as handle:
+        headers = alert_plugin.alert_headers(handle)
+    assert headers["key"] == "tamper" and headers["tamper"] == "rules-removed"
+    assert headers["verify"] == "t-1" and headers["event"] is None
+
+
+def test_read_maintenance_as_the_plugin_reads_it(tmp_path):
+    marker = tmp_path / "maintenance"
+    assert alert_plugin.read_maintenance(str(tmp_path)) is None
+    marker.write_text("1000 1100\n")
+    marker.chmod(0o600)
+    # The plugin trusts only root's marker: as another user the test expects None.
+    mine = os.geteuid() == 0
+    assert alert_plugin.read_maintenance(str(tmp_path)) == ((1000, 1100) if mine else None)
+    marker.write_text("1000 99999\n")
+    assert alert_plugin.read_maintenance(str(tmp_path)) == ((1000, 1900) if mine else None)
+    marker.chmod(0o620)  # group-writable: ignored
+    assert alert_plugin.read_maintenance(str(tmp_path)) is None
+    marker.chmod(0o600)
+    marker.write_text("1000\n")
+    assert alert_plugin.read_maintenance(str(tmp_path)) is None
+    marker.unlink()
+    (tmp_path / "real").write_text("1000 1100\n")
+    marker.symlink_to(tmp_path / "real")
+    assert alert_plugin.read_maintenance(str(tmp_path)) is None

@@ -113,3 +113,40 @@ def test_find_processes_matches_program_or_script_under_python(tmp_path):
     assert found[1]["cmdline"][2:] == ["--config", "x"]
     assert audit_state.process_name(13, proc=str(tmp_path)) == "auditd"
     assert audit_state.process_name(99, proc=str(tmp_path)) is None
+
+
+# CONFIG_CHANGE records as ausearch --format raw prints them on audit 3.0.9 (the interpreted
+# part after \x1d), a failed removal (res=0), and two keys on one rule (hex, \x01 between).
+RULE_CHANGES = (
+    'type=CONFIG_CHANGE msg=audit(1796235376.83:717): auid=4294967295 ses=4294967295 '
+    'op=remove_rule key="watch_w" list=4 res=1\x1dAUID="unset"\n'
+    'type=SYSCALL msg=audit(1796235376.83:717): arch=c000003e syscall=44 ppid=1 pid=2 '
+    'key=(null)\n'
+    'type=CONFIG_CHANGE msg=audit(1796235377.100:718): auid=0 ses=3 op=remove_rule '
+    'key="watch_w" list=4 res=0\n'
+    'type=CONFIG_CHANGE msg=audit(1796235378.100:719): auid=0 ses=3 op=add_rule '
+    'key=6B31016B32 list=4 res=1\n'
+    'type=CONFIG_CHANGE msg=audit(1796235379.100:720): auid=0 ses=3 op=set audit_enabled=0 '
+    'old=1 res=1\n'
+    'type=CONFIG_CHANGE msg=audit(1796235380.100:721): auid=0 ses=3 op=remove_rule '
+    'key=(null) list=4 res=1\n'
+)
+
+
+def test_parse_rule_changes():
+    assert audit_state.parse_rule_changes(RULE_CHANGES) == [
+        {"id": "1796235376.083:717", "op": "remove_rule", "keys": ["watch_w"], "ok": True},
+        {"id": "1796235377.100:718", "op": "remove_rule", "keys": ["watch_w"], "ok": False},
+        {"id": "1796235378.100:719", "op": "add_rule", "keys": ["k1", "k2"], "ok": True},
+        {"id": "1796235380.100:721", "op": "remove_rule", "keys": [], "ok": True},
+    ]
+    assert audit_state.parse_rule_changes("<no matches>\n") == []
+
+
+def test_deletion_argv_turns_each_rule_into_its_removal():
+    assert audit_state.deletion_argv("-w /usr/bin/w -p x -k watch_w") == [
+        "-W", "/usr/bin/w", "-p", "x", "-k", "watch_w"]
+    assert audit_state.deletion_argv("-a always,exit -F arch=b64 -S execve -F key=x") == [
+        "-d", "always,exit", "-F", "arch=b64", "-S", "execve", "-F", "key=x"]
+    assert audit_state.deletion_argv("No rules") is None
+    assert audit_state.deletion_argv("") is None

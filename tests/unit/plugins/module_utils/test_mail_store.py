@@ -83,3 +83,24 @@ def test_mailbox_unwritable_reasons(tmp_path, monkeypatch):
     assert "immutable" in mail_store.mailbox_unwritable(str(path))
     path.write_text("")
     assert mail_store.mailbox_unwritable(str(path)) is None  # the file itself is not
+
+
+def test_mailbox_watch_rereads_only_after_a_change(tmp_path, monkeypatch):
+    path = tmp_path / "root"
+    box = mailbox.mbox(str(path))
+    box.add(alert("watch_w", "1795685868.750:7"))
+    box.close()
+    reads = []
+    real = mail_store.alert_messages
+    monkeypatch.setattr(mail_store, "alert_messages",
+                        lambda *args: reads.append(args) or real(*args))
+    watch = mail_store.MailboxWatch(str(path), "watch_w")
+    assert len(watch.look()[0]) == 1
+    assert len(watch.look()[0]) == 1
+    assert len(reads) == 1  # unchanged: not parsed again
+    box = mailbox.mbox(str(path))
+    box.add(alert("watch_w", "1795685868.751:8"))
+    box.close()
+    messages, state = watch.look()
+    assert len(messages) == 2 and len(reads) == 2
+    assert state["size"] == path.stat().st_size

@@ -53,6 +53,15 @@ class FakeHost:
         self.calls: list[list[str]] = []
         self.event_id = None
         self.request_seen = None  # the verify request content when the command ran
+        # The tamper path: what auditctl -W/-d and -w/-a do, and what follows a removal.
+        self.removal_fails = False  # auditctl -W exits 1
+        self.restore_fails = False  # auditctl -w exits 1
+        self.log_removals = True  # the kernel logs CONFIG_CHANGE op=remove_rule
+        self.tamper_deliver = True  # the plugin mails the removal, with the request's token
+        self.tamper_token = None  # None: the token of the verify request; "": no header
+        self.on_removal = []  # more effects of a removal: f(host)
+        self.removals: list[str] = []  # CONFIG_CHANGE raw records of the removals
+        self.tamper_request_seen = None
 
     def write_plugin_conf(self, active="yes", keys=""):
         """The plugins.d file; it names the config with --config, as the role does."""
@@ -64,8 +73,14 @@ class FakeHost:
         self.calls.append(list(args))
         program = os.path.basename(args[0])
         if program == "auditctl":
+            if args[1] in ("-W", "-d", "-w", "-a"):
+                return self.change_rule(args[1:])
             return {"-s": (0, self.status_text, ""), "-l": (0, self.rules_text, ""),
                     "-v": (0, "auditctl version 3.0.9\n", "")}[args[1]]
+        if program == "ausearch" and "CONFIG_CHANGE" in args:
+            if not self.removals:
+                return 1, "", "<no matches>\n"
+            return 0, "".join(self.removals), ""
         if program == "ausearch":
             if not (self.log_events and self.event_id):
                 return 1, "", "<no matches>\n"
@@ -87,6 +102,41 @@ class FakeHost:
             token = self.request_seen if self.mail_token is None else self.mail_token
             self.add_mail(self.alert(token))
         return 0, "", ""
+
+    def change_rule(self, words):
+        """auditctl -W/-d (remove) or -w/-a (add) of a rule as auditctl -l prints it."""
+        rule = " ".join([{"-W": "-w", "-d": "-a"}.get(words[0], words[0]), *words[1:]])
+        lines = [line for line in self.rules_text.splitlines() if line.startswith("-")]
+        if words[0] in ("-w", "-a"):
+            if self.restore_fails:
+                return 1, "", "Error sending add rule data request (Rule exists)\n"
+            self.rules_text = "\n".join([*lines, rule]) + "\n"
+            return 0, "", ""
+        if self.removal_fails or rule not in lines:
+            return 1, "", "Error sending delete rule data request (No such file or directory)\n"
+        lines.remove(rule)
+        self.rules_text = "\n".join(lines) + "\n" if lines else "No rules\n"
+        now = time.time()
+        record_id = f"{int(now)}.{int(now * 1000) % 1000:03d}:{900 + len(self.removals)}"
+        if self.log_removals:
+            self.removals.append(f'type=CONFIG_CHANGE msg=audit({record_id}): auid=0 ses=1 '
+                                 f'op=remove_rule key="{KEY}" list=4 res=1\n')
+        request = self.spool / "verify" / str(os.getpid())  # auditctl's parent: the module
+        self.tamper_request_seen = request.read_text().strip() if request.exists() else None
+        for effect in self.on_removal:
+            effect(self, record_id)
+        if self.tamper_deliver:
+            token = self.tamper_request_seen if self.tamper_token is None else self.tamper_token
+            self.add_mail(self.tamper_mail(record_id, token))
+        return 0, "", ""
+
+    def tamper_mail(self, record_id, token):
+        text = (f"From: root@host\nTo: root\nSubject: [audit] tamper: rules removed on host\n"
+                f"Message-ID: <t{record_id}@host>\nX-Audit-Key: tamper\nX-Audit-Rule: tamper\n"
+                f"X-Audit-Tamper: rules-removed\nX-Audit-Event: {record_id}@host\n")
+        if token:
+            text += f"X-Audit-Verify: {token}\n"
+        return text + f"\nRemoved keys: {KEY}\n"
 
     def alert(self, token):
         text = (f"From: root@host\nTo: root\nSubject: [audit] {KEY} on host\n"
@@ -112,6 +162,11 @@ class FakeHost:
     def args(self, **extra):
         return dict({"command": [str(self.watched)], "key": KEY, "mailbox": self.mailbox,
                      "plugin_conf": str(self.plugin_conf), "timeout": 2}, **extra)
+
+    def auditctl_changes(self):
+        """The auditctl runs that removed or added a rule, as argument lists."""
+        return [call[1:] for call in self.calls if os.path.basename(call[0]) == "auditctl"
+                and call[1] in ("-W", "-d", "-w", "-a")]
 
     def watched_runs(self):
         tools = ("auditctl", "ausearch", "mailq")

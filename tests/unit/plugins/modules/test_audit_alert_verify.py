@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import mailbox
 import os
+import signal
 import time
 
 import pytest
@@ -277,3 +278,194 @@ def test_alert_without_the_verify_header(host, run_module):
     host.mail_token = ""
     outcome = verify(run_module, host.args(timeout=1))
     assert_broken(outcome, "plugin_alert", "arrived without X-Audit-Verify: the plugin ignored")
+
+
+# -- the tamper check (option tamper): the rule removed and put back, the tamper mail ----
+
+RULE = f"-w /usr/bin/w -p x -k {KEY}"
+REQUEST = str(os.getpid())  # the module's pid: the parent of the auditctl it runs
+
+
+def assert_rule_put_back(host):
+    assert host.rules_text == RULE + "\n"
+    assert host.auditctl_changes() == [["-W", *RULE.split()[1:]], RULE.split()]
+
+
+def test_tamper_proves_the_tamper_mail_and_puts_the_rule_back(host, run_module):
+    outcome = verify(run_module, host.args(tamper=True))
+    assert not outcome.failed, outcome.result.get("msg")
+    tamper = outcome.result["tamper"]
+    assert tamper["checked"] is True
+    assert tamper["rules"] == [RULE]
+    assert host.tamper_request_seen == tamper["token"]  # the request was there at removal
+    assert tamper["event"] == host.removals[0].split("(")[1].split(")")[0]
+    assert tamper["message_id"] == f"<t{tamper['event']}@host>"
+    assert tamper["subject"] == "[audit] tamper: rules removed on host"
+    assert 0 <= tamper["latency"] < 2
+    assert_rule_put_back(host)
+    assert not (host.spool / "verify" / REQUEST).exists()
+    names = [item["name"] for item in outcome.result["hops"]]
+    assert names[-3:] == ["tamper_removed", "tamper_logged", "tamper_mailbox"]
+    assert all(item["ok"] for item in outcome.result["hops"])
+    # The alert chain was proven first, as without the option.
+    assert outcome.result["event"] == host.event_id
+
+
+def test_tamper_is_off_by_default(host, run_module):
+    outcome = verify(run_module, host.args())
+    assert not outcome.failed
+    assert "tamper" not in outcome.result and host.auditctl_changes() == []
+
+
+def test_tamper_mail_in_another_mailbox(host, run_module):
+    elsewhere = str(host.spool.parent / "secops.mbox")
+    host.tamper_deliver = False
+    host.on_removal.append(lambda fake, record: mailbox.mbox(elsewhere).add(
+        fake.tamper_mail(record, fake.tamper_request_seen)))
+    outcome = verify(run_module, host.args(tamper=True, tamper_mailbox=elsewhere))
+    assert not outcome.failed, outcome.result.get("msg")
+    assert elsewhere in outcome.result["hops"][-1]["detail"]
+
+
+def test_tamper_is_not_run_in_check_mode(host, run_module):
+    outcome = verify(run_module, host.args(tamper=True), check_mode=True)
+    assert not outcome.failed
+    assert outcome.result["tamper"] == {
+        "checked": False, "skipped": "check mode: the tamper check removes and restores audit rules"}
+    assert host.auditctl_changes() == []
+
+
+def test_tamper_is_not_run_when_the_chain_is_broken(host, run_module):
+    host.deliver = False
+    outcome = verify(run_module, host.args(tamper=True, timeout=1))
+    assert_broken(outcome, "plugin_alert", "no trace of an alert")
+    assert outcome.result["tamper"]["checked"] is False
+    assert host.auditctl_changes() == []
+
+
+def test_tamper_off_in_the_plugin_config_removes_nothing(host, run_module):
+    host.config.write_text(host.config.read_text() + "[tamper]\nenabled = no\n")
+    outcome = verify(run_module, host.args(tamper=True))
+    assert_broken(outcome, "tamper_plugin", "[tamper] enabled = no in")
+    assert host.auditctl_changes() == []
+
+
+def test_tamper_with_locked_rules_removes_nothing(host, run_module):
+    host.status_text = host.status_text.replace("enabled 1", "enabled 2")
+    outcome = verify(run_module, host.args(tamper=True))
+    assert_broken(outcome, "tamper_removed", "locked until reboot")
+    assert host.auditctl_changes() == []
+
+
+def test_tamper_removal_refused(host, run_module):
+    host.removal_fails = True
+    outcome = verify(run_module, host.args(tamper=True))
+    assert_broken(outcome, "tamper_removed", "auditctl -W /usr/bin/w -p x -k watch_w failed (rc 1)")
+    assert host.rules_text == RULE + "\n"
+    assert not (host.spool / "verify" / REQUEST).exists()
+
+
+def test_tamper_rule_that_cannot_be_put_back_fails_loudly(host, run_module):
+    host.restore_fails = True
+    outcome = verify(run_module, host.args(tamper=True))
+    assert outcome.failed
+    assert outcome.result["msg"].startswith(f"tamper: could not put back the audit rule(s) {RULE}")
+    assert not (host.spool / "verify" / REQUEST).exists()
+
+
+def test_tamper_signal_during_the_removal_waits_for_the_rule_to_be_back(host, run_module):
+    host.on_removal.append(lambda fake, record: os.kill(os.getpid(), signal.SIGTERM))
+    outcome = verify(run_module, host.args(tamper=True))
+    assert outcome.failed
+    assert outcome.result["msg"] == (f"tamper: interrupted by signal {int(signal.SIGTERM)} after "
+                                     "the rules were put back")
+    assert_rule_put_back(host)
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_tamper_removal_not_logged(host, run_module):
+    host.log_removals = False
+    host.tamper_deliver = False
+    outcome = verify(run_module, host.args(tamper=True, timeout=1))
+    assert_broken(outcome, "tamper_logged", "the kernel logged no removal of the rule")
+    assert_rule_put_back(host)
+
+
+def test_tamper_no_trace_names_the_plugin(host, run_module):
+    host.tamper_deliver = False
+    outcome = verify(run_module, host.args(tamper=True, timeout=1))
+    assert_broken(outcome, "tamper_plugin", "no trace of a tamper alert")
+    assert_rule_put_back(host)
+    assert not (host.spool / "verify" / REQUEST).exists()
+
+
+def test_tamper_mail_without_the_token_names_the_plugin(host, run_module):
+    host.tamper_token = ""
+    outcome = verify(run_module, host.args(tamper=True, timeout=1))
+    assert_broken(outcome, "tamper_plugin", "arrived without X-Audit-Verify")
+
+
+def test_tamper_mail_stuck_in_the_plugin_spool(host, run_module):
+    host.tamper_deliver = False
+
+    def spool_it(fake, record):
+        (fake.spool / "queue" / "0002.eml").write_text(
+            fake.tamper_mail(record, fake.tamper_request_seen))
+
+    host.on_removal.append(spool_it)
+    outcome = verify(run_module, host.args(tamper=True, timeout=1))
+    assert_broken(outcome, "tamper_delivery", "0002.eml")
+
+
+def test_tamper_mail_in_the_mta_queue(host, run_module):
+    host.tamper_deliver = False
+    host.mail_queue = ["Mail queue is empty\n", "Mail queue is empty\n",
+                       "ID\t: 16000c.77\nFrom\t: root@vm\n"]
+    outcome = verify(run_module, host.args(tamper=True, timeout=1))
+    assert_broken(outcome, "tamper_mta_queue", "16000c.77")
+
+
+def write_marker(host, start, end):
+    marker = host.spool / "maintenance"
+    marker.write_text(f"{start} {end}\n")
+    marker.chmod(0o600)
+
+
+def test_tamper_waits_out_the_roles_maintenance_window(host, run_module):
+    if os.geteuid() != 0:
+        pytest.skip("the plugin trusts only a marker of root's; the tests do not run as root")
+    now = int(time.time())
+    write_marker(host, now - 60, now - 3)  # a deployment that ended 3 s ago
+    removed_at = []
+    host.on_removal.append(lambda fake, record: removed_at.append(time.time()))
+    outcome = verify(run_module, host.args(tamper=True, timeout=10))
+    assert not outcome.failed, outcome.result.get("msg")
+    assert 0 < outcome.result["tamper"]["waited"] <= 4
+    assert removed_at[0] > now - 3 + 5  # after the plugin's window, END + 5
+
+
+def test_tamper_during_the_roles_work_removes_nothing(host, run_module):
+    if os.geteuid() != 0:
+        pytest.skip("the plugin trusts only a marker of root's; the tests do not run as root")
+    now = int(time.time())
+    write_marker(host, now - 10, now + 890)  # the role at work
+    outcome = verify(run_module, host.args(tamper=True))
+    assert_broken(outcome, "tamper_plugin", "maintenance window")
+    assert host.auditctl_changes() == []
+
+
+def test_tamper_second_removal_refused_puts_the_first_back(host, run_module):
+    second = "-a always,exit -F arch=b64 -S execve -F key=watch_w"
+    host.rules_text = f"{RULE}\n{second}\n"
+    original = host.change_rule
+
+    def refuse_the_syscall_rule(words):
+        if words[0] == "-d":
+            return 1, "", "Error sending delete rule data request (No such file or directory)\n"
+        return original(words)
+
+    host.change_rule = refuse_the_syscall_rule
+    outcome = verify(run_module, host.args(tamper=True))
+    assert_broken(outcome, "tamper_removed", f"auditctl -d {second[3:]} failed (rc 1)")
+    assert host.rules_text == f"{second}\n{RULE}\n"  # the watch is back (at the end)
+    assert host.auditctl_changes()[-1] == RULE.split()
