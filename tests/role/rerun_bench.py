@@ -125,13 +125,13 @@ def report(label, done, top):
     for seconds, name in profile[:top]:
         print(f"  {seconds:6.2f} s  {name}")
     if len(profile) > top:
-        rest = sum(s for s, _ in profile[top:])
+        rest = sum(seconds for seconds, _name in profile[top:])
         print(f"  {rest:6.2f} s  the other {len(profile) - top} tasks (sum of their medians)")
     return statistics.median(times)
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--reference", action="append", required=True,
                         help="git revision to compare against (repeat for several)")
     parser.add_argument("--rounds", type=int, default=5)
