@@ -36,7 +36,7 @@ BAD_HOST_VARS = [
     # nobody to mail
     {"audit_mail_alert_to": []},
 ]
-REFUSING_TASK = "Validate | Recipients"
+REFUSING_TASK = "Validate | Recipients, transport, limits and the rules together"
 
 
 def problems_text(problems: dict[str, list[str]]) -> str:

@@ -255,6 +255,34 @@ def test_check_mode_on_a_converged_host_changes_nothing(host):
     assert snapshot() == before
 
 
+def test_drifted_files_are_put_back(host):
+    """The role skips a file's task when one find shows the file as the task would write
+    it (tasks/plugin.yml): a file whose mode, content or presence drifted is put back."""
+    before = snapshot()
+    os.chmod(PLUGIN, 0o755)
+    with open(CONFIG, "a") as config:
+        config.write("# drift\n")
+    os.chmod(SPOOL, 0o755)
+    os.unlink(PLUGIN_CONF)
+    Path(PASSWORD).write_text("stale\n")
+    run = playbook("converge.yml")
+    assert run.rc == 0, run
+    assert {
+        "Plugin | Install the plugin program",
+        "Plugin | Write the plugin config",
+        "Plugin | Create the spool directory",
+        "Plugin | Register the plugin with auditd",
+        "Plugin | Remove the SMTP password file when no login is configured",
+    } <= set(run.changed_tasks), run
+    after = snapshot()
+    # auditd was restarted (plugins.d entry): the loaded rules are compared by key.
+    assert {k: v for k, v in after.items() if k != "rules"} == {k: v for k, v in before.items() if k != "rules"}
+    assert {"amr-exec-w", "amr-hostname", HOST_KEY} <= loaded_keys()
+    assert len(plugin_pids()) == 1
+    again = playbook("converge.yml")
+    assert again.rc == 0 and again.changed == 0, f"changed: {again.changed_tasks}\n{again}"
+
+
 def test_key_change_changes_only_rules_and_plugin_config(host):
     before = snapshot()
     # The load removes each watched rule before it adds the new ones: the plugin counts
