@@ -109,9 +109,12 @@ import tempfile
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.linux_audit.mail_alert.plugins.module_utils import alert_plugin
 
-MARKER = "maintenance"
-MAX_WINDOW = 900  # the plugin caps a window at START + 900
+# The marker's name and the plugin's cap on its window have one owner: module_utils.
+MARKER = alert_plugin.MAINTENANCE_FILE
+MAX_WINDOW = alert_plugin.MAINTENANCE_MAX
+
 GRACE = 5  # the plugin's tolerance after END; a marker closed this recently is still open
 ROOT_UID = 0  # the only owner of the spool directory the plugin trusts
 
