@@ -1410,9 +1410,10 @@ def _alternation(words) -> bytes:
     return b"(?:" + b"|".join(parts) + b")" + (b"?" if optional else b"")
 
 
-# A record of ALWAYS_CANDIDATE_TYPES (its serial), at the start of a line.
+# A record of ALWAYS_CANDIDATE_TYPES: found by its needle, checked at the line's start.
 ALWAYS_CANDIDATE_RE = re.compile(rb"(?:^|\n)(?:node=[^ \n]+ )?type=" + _alternation(ALWAYS_CANDIDATE_TYPES)
                                  + rb" msg=audit\([0-9]+\.[0-9]+:([0-9]+)\)")
+ALWAYS_CANDIDATE_NEEDLES = tuple(b"type=" + kind + b" msg=audit(" for kind in ALWAYS_CANDIDATE_TYPES)
 
 
 def _event_pattern(last_types, excluded_types) -> bytes:
@@ -1487,13 +1488,16 @@ class EventSifter:
                     break
             pos = self._line(data, pos, out)
         if out:
+            # auparse hands over an ended event when it reads the next line; an empty one
+            # (which it skips) makes that now instead of at the next chunk or tick.
+            out.append(b"\n")
             self.feed(b"".join(out))
 
     def _whole_event(self, data: bytes, start: int, stop: int, marks: List[int], next_mark: int,
                      out: List[bytes]) -> None:
         """A contiguous, ended event with a candidate line in it, or none: fed or dropped."""
-        if not (next_mark < len(marks) and marks[next_mark] < stop) and not ALWAYS_CANDIDATE_RE.search(
-                data, start - 1 if start else 0, stop - 1):
+        if not (next_mark < len(marks) and marks[next_mark] < stop) and not any(
+                data.find(needle, start, stop) >= 0 for needle in ALWAYS_CANDIDATE_NEEDLES):
             return
         out.append(data[start:stop])
         self.mark(int(RECORD_HEAD_RE.match(data, start).group(5)))
@@ -1825,8 +1829,14 @@ class Plugin:
             found = SERIAL_RE.match(buffer, line)
             if found:
                 self._mark_candidate(int(found.group(1)))
-        for found in ALWAYS_CANDIDATE_RE.finditer(buffer, start, end):
-            self._mark_candidate(int(found.group(1)))
+        for needle in ALWAYS_CANDIDATE_NEEDLES:
+            at = buffer.find(needle, start, end)
+            while at >= 0:
+                line = buffer.rfind(b"\n", 0, at) + 1
+                found = ALWAYS_CANDIDATE_RE.match(buffer, line - 1 if line else 0)
+                if found:
+                    self._mark_candidate(int(found.group(1)))
+                at = buffer.find(needle, at + 1, end)
 
     def _mark_candidate(self, serial: int) -> None:
         """The event with this serial may match: the callback hands it to on_candidate."""

@@ -225,7 +225,8 @@ class Recording:
 
 def test_non_candidates_never_reach_auparse(plugin_module, tmp_path):
     """The point of it all: of the real capture, auparse gets only the events that may
-    match; the reference gets every line."""
+    match (and empty lines, which make it hand over an ended event at once); the reference
+    gets every line."""
     data = capture()
     fed = {}
     for feed_everything in (True, False):
@@ -245,7 +246,8 @@ def test_non_candidates_never_reach_auparse(plugin_module, tmp_path):
     wanted = [e for e in events(data)
               if any(w in r for w in (b'key="mailalert_watch"', b'key="mailalert_exec"',
                                       b"type=CONFIG_CHANGE") for r in e)]
-    assert sorted(fed[False].splitlines(keepends=True)) == sorted(r for e in wanted for r in e)
+    records = [line for line in fed[False].splitlines(keepends=True) if line != b"\n"]
+    assert sorted(records) == sorted(r for e in wanted for r in e)
     assert len(fed[False]) < len(data)
 
 
