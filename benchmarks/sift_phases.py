@@ -30,7 +30,9 @@ class Timed:
     def __call__(self, *args):
         started = time.process_time()
         try:
-            return self.target(*args)
+            result = self.target(*args)
+            # finditer's work is done while it is iterated: do it here
+            return list(result) if hasattr(result, "__next__") else result
         finally:
             self.spent[self.name] += time.process_time() - started
 
