@@ -5,6 +5,7 @@
 # events (near-misses) and a 100,000-event flood, builds the C reference plugin (gcc and
 # libauparse-dev come from mk/apt-packages through `make deps`), and times the plugin
 # against a line-read floor, a bare auparse loop, the C plugin and its own reference path.
+# The capture waits at most CAPTURE_LOCK_WAIT seconds (300) for the host auditd lock.
 # Figures: docs/benchmarks.md.
 BENCH_DIR := $(BUILD)/bench
 
