@@ -46,6 +46,7 @@ import syslog
 import threading
 import time
 import unicodedata
+from bisect import bisect_left
 from collections import Counter, OrderedDict
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
@@ -1470,37 +1471,49 @@ class EventSifter:
         out = []  # type: List[bytes]
         marks = [data.rfind(b"\n", 0, m.start()) + 1 for m in self.pattern.finditer(data)]
         end, pos, next_mark = len(data), 0, 0
+        fed_from = fed_to = 0  # contiguous ended events to feed, sliced once (a flood)
         while pos < end:
             if not self.open:
-                while next_mark < len(marks) and marks[next_mark] < pos:
-                    next_mark += 1
+                if next_mark < len(marks) and marks[next_mark] < pos:
+                    next_mark = bisect_left(marks, pos, next_mark)
                 limit = marks[next_mark] if next_mark < len(marks) else end
-                pos = self.run_re.match(data, pos, limit).end()  # dropped: no candidate in it
-                if pos == end:
-                    break
+                if limit > pos:
+                    pos = self.run_re.match(data, pos, limit).end()  # dropped: no candidate in it
+                    if pos == end:
+                        break
                 found = self.event_re.match(data, pos)
                 if found:
-                    self._whole_event(data, pos, found.end(), marks, next_mark, out)
-                    pos = found.end()
+                    stop = found.end()
+                    if self._is_candidate(data, pos, stop, marks, next_mark):
+                        if pos != fed_to:
+                            if fed_to:
+                                out.append(data[fed_from:fed_to])
+                            fed_from = pos
+                        fed_to = stop
+                    pos = stop
                     continue
                 if end - pos <= CARRY_MAX and self.tail_re.match(data, pos):
                     self.carry = data[pos:]  # its end comes with the next chunk (or tick)
                     break
+            if fed_to:
+                out.append(data[fed_from:fed_to])
+                fed_from = fed_to = 0
             pos = self._line(data, pos, out)
+        if fed_to:
+            out.append(data[fed_from:fed_to])
         if out:
             # auparse hands over an ended event when it reads the next line; an empty one
             # (which it skips) makes that now instead of at the next chunk or tick.
             out.append(b"\n")
             self.feed(b"".join(out))
 
-    def _whole_event(self, data: bytes, start: int, stop: int, marks: List[int], next_mark: int,
-                     out: List[bytes]) -> None:
-        """A contiguous, ended event with a candidate line in it, or none: fed or dropped."""
+    def _is_candidate(self, data: bytes, start: int, stop: int, marks: List[int], next_mark: int) -> bool:
+        """Whether a contiguous, ended event holds a candidate line; if so its serial is noted."""
         if not (next_mark < len(marks) and marks[next_mark] < stop) and not any(
                 data.find(needle, start, stop) >= 0 for needle in ALWAYS_CANDIDATE_NEEDLES):
-            return
-        out.append(data[start:stop])
+            return False
         self.mark(int(RECORD_HEAD_RE.match(data, start).group(5)))
+        return True
 
     def _line(self, data: bytes, pos: int, out: List[bytes]) -> int:
         """Group one line exactly as auparse would; returns where the next line starts."""
