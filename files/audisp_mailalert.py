@@ -32,6 +32,7 @@ import email.utils
 import errno
 import json
 import os
+import pwd
 import queue
 import re
 import select
@@ -40,6 +41,7 @@ import smtplib
 import socket
 import ssl
 import stat
+import struct
 import subprocess
 import sys
 import syslog
@@ -89,6 +91,7 @@ ADDRESS_RE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+(@[A-Za-z0-9.-]+)?\Z")
 # A record's serial: "[node=N ]type=T msg=audit(SEC.MILLI:SERIAL):"
 SERIAL_RE = re.compile(rb"(?:node=\S+ )?type=\S+ msg=audit\(\d+\.\d+:(\d+)\)")
 HOSTNAME = socket.gethostname()
+TAMPER_RULE = "tamper"  # the tamper alerts' rule name and X-Audit-Key
 
 
 class ConfigError(Exception):
@@ -130,6 +133,12 @@ class Config:
         self.retry_min = 30
         self.retry_max = 3600
         self.rules = []  # type: List[Rule]
+        # The tamper alerts' rule ([tamper]); None when they are switched off.
+        self.tamper = None  # type: Optional[Rule]
+
+    def all_rules(self) -> List[Rule]:
+        """The rules that have a rate limit: the [rule NAME]s and the tamper rule."""
+        return self.rules + ([self.tamper] if self.tamper else [])
 
 
 ALLOWED = {
@@ -138,7 +147,10 @@ ALLOWED = {
     "limits": {"max_mails", "window"},
     "spool": {"dir", "retry_min", "retry_max"},
     "rule": {"keys", "to", "max_mails", "window"},
+    "tamper": {"enabled", "to", "max_mails", "window"},
 }
+# Rule names that are not free: the KEY arguments' rule and the tamper alerts'.
+RESERVED_RULE_NAMES = ("args", "tamper")
 
 
 def _where(path: str, section: str, key: str = "") -> str:
@@ -233,6 +245,7 @@ def load_config(path: str, arg_keys: List[str], must_exist: bool) -> Config:
     _load_limits(config, path, section("limits"))
     _load_spool(config, path, section("spool"))
     _load_rules(config, path, parser)
+    _load_tamper(config, path, section("tamper"))
     if arg_keys:
         keys = _keys("command line", "args", "KEY", ",".join(arg_keys))
         if any("," in k for k in arg_keys):
@@ -257,8 +270,8 @@ def _read_ini(path: str, must_exist: bool) -> configparser.ConfigParser:
     for section in parser.sections():
         kind = "rule" if section.startswith("rule ") else section
         if kind not in ALLOWED:
-            raise ConfigError(f"{_where(path, section)}: unknown section (expected mail, limits, spool or "
-                              "'rule NAME')")
+            raise ConfigError(f"{_where(path, section)}: unknown section (expected mail, limits, spool, "
+                              "tamper or 'rule NAME')")
         for key in parser[section]:
             if key not in ALLOWED[kind]:
                 raise ConfigError("{}: unknown key (allowed: {})".format(
@@ -337,23 +350,39 @@ def _load_rules(config: Config, path: str, parser: configparser.ConfigParser) ->
         if not section.startswith("rule "):
             continue
         name = section[len("rule "):].strip()
-        if not RULE_NAME_RE.match(name) or name == "args":
-            raise ConfigError(f"{_where(path, section)}: a rule name is 1-64 of A-Z a-z 0-9 _ . - and not 'args'")
+        if not RULE_NAME_RE.match(name) or name in RESERVED_RULE_NAMES:
+            raise ConfigError(f"{_where(path, section)}: a rule name is 1-64 of A-Z a-z 0-9 _ . - and not "
+                              "'args' or 'tamper'")
         # [rule r] and [rule  r ] are two sections to configparser but one rule name here.
         if any(rule.name == name for rule in config.rules):
             raise ConfigError(f"{_where(path, section)}: a second rule named {name!r}")
         values = parser[section]
         if "keys" not in values:
             raise ConfigError("{}: required".format(_where(path, section, "keys")))
-        config.rules.append(Rule(
-            name,
-            _keys(path, section, "keys", values["keys"]),
-            _addresses(path, section, "to", values["to"]) if "to" in values else config.to,
-            _int(path, section, "max_mails", values["max_mails"], 1, 1000000)
-            if "max_mails" in values else config.max_mails,
-            _int(path, section, "window", values["window"], 1, 86400 * 7)
-            if "window" in values else config.window,
-        ))
+        config.rules.append(_rule(config, path, section, name,
+                                  _keys(path, section, "keys", values["keys"]), values))
+
+
+def _rule(config: Config, path: str, section: str, name: str, keys: List[str], values) -> Rule:
+    """A rule with its own to, max_mails and window where the section sets them, else the
+    [mail] and [limits] ones."""
+    return Rule(
+        name, keys,
+        _addresses(path, section, "to", values["to"]) if "to" in values else config.to,
+        _int(path, section, "max_mails", values["max_mails"], 1, 1000000)
+        if "max_mails" in values else config.max_mails,
+        _int(path, section, "window", values["window"], 1, 86400 * 7)
+        if "window" in values else config.window)
+
+
+def _load_tamper(config: Config, path: str, tamper) -> None:
+    """[tamper]: on unless enabled = no; recipients and limit default to the main ones."""
+    enabled = tamper.get("enabled", "yes").strip().lower()
+    if enabled not in ("yes", "no"):
+        raise ConfigError(f"{_where(path, 'tamper', 'enabled')}: must be yes or no, not {enabled!r}")
+    if enabled == "no":
+        return
+    config.tamper = _rule(config, path, "tamper", TAMPER_RULE, [TAMPER_RULE], tamper)
 
 
 # ---------------------------------------------------------------------------------------
@@ -384,6 +413,14 @@ class Log:
 
     def info(self, message: str) -> None:
         self._emit(syslog.LOG_INFO, message)
+
+
+def _fstat_mode(fd: int) -> int:
+    """The st_mode of an open file descriptor; 0 when it is closed."""
+    try:
+        return os.fstat(fd).st_mode
+    except OSError:
+        return 0
 
 
 def stderr_is_useful() -> bool:
@@ -676,14 +713,20 @@ def compose_alert(config: Config, rule: Rule, key: str, event: Event,
         "",
         "Raw records (control characters escaped, long records cut):",
     ]
-    for record in event.records:
-        text = escape_text(record, RECORD_MAX)
-        # SMTP allows 998 characters per line: continue long records on indented lines.
-        summary.append(text[:BODY_LINE_MAX])
-        summary.extend("    " + text[i:i + BODY_LINE_MAX]
-                       for i in range(BODY_LINE_MAX, len(text), BODY_LINE_MAX))
-    _set_body(message, summary)
+    _set_body(message, summary + _record_lines(event.records))
     return message
+
+
+def _record_lines(records: List[str]) -> List[str]:
+    """Raw records for a body, escaped and cut; SMTP allows 998 characters per line, so a
+    long record continues on indented lines."""
+    lines = []
+    for record in records:
+        text = escape_text(record, RECORD_MAX)
+        lines.append(text[:BODY_LINE_MAX])
+        lines.extend("    " + text[i:i + BODY_LINE_MAX]
+                     for i in range(BODY_LINE_MAX, len(text), BODY_LINE_MAX))
+    return lines
 
 
 def _set_body(message: EmailMessage, lines: List[str]) -> None:
@@ -933,6 +976,31 @@ class Spool:
         sync_dir(self.queue_dir)
         self.bad_count += 1
 
+    def maintenance(self, log: Log) -> Optional[Tuple[int, int]]:
+        """The window (START, END) of the role's maintenance marker `<dir>/maintenance`, END
+        capped at START + MAINTENANCE_MAX; None when there is none, or when it is not a
+        regular file of root's that only root can write (then it is ignored, and logged)."""
+        path = os.path.join(self.dir, "maintenance")
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return None
+        except OSError as err:  # ELOOP: a symbolic link
+            log.warning(f"maintenance marker {path} ignored: {err}")
+            return None
+        try:
+            info = os.fstat(fd)
+            raw = os.read(fd, 128) if stat.S_ISREG(info.st_mode) else b""
+        finally:
+            os.close(fd)
+        fields = raw.split()
+        if info.st_uid != os.geteuid() or info.st_mode & 0o022 or len(fields) != 2 \
+                or not all(field.isdigit() for field in fields):
+            log.warning(f"maintenance marker {path} ignored: not a root-only file holding START END")
+            return None
+        start, end = int(fields[0]), int(fields[1])
+        return start, min(end, start + MAINTENANCE_MAX)
+
     def verify_token(self, ppid: str, log: Log) -> Optional[str]:
         """The token of a verification request `<dir>/verify/<ppid>`, if there is one."""
         if not ppid.isdigit():
@@ -1012,7 +1080,8 @@ def _run_sendmail(config: Config, command: List[str], data: bytes) -> Tuple[int,
             process = subprocess.Popen(
                 command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors_write,
                 env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, cwd="/", close_fds=True,
-                start_new_session=True)
+                # preexec_fn runs between fork and exec: _unblock_signals takes no lock.
+                start_new_session=True, preexec_fn=_unblock_signals)  # noqa: PLW1509
         except OSError as err:
             raise DeliveryError(f"cannot run {config.sendmail}: {err}")
         finally:
@@ -1030,6 +1099,12 @@ def _run_sendmail(config: Config, command: List[str], data: bytes) -> Tuple[int,
         return process.returncode, stderr
     finally:
         os.close(errors)
+
+
+def _unblock_signals() -> None:
+    """In a child before exec: the plugin's threads keep HUP, TERM and INT blocked (see
+    SignalWatcher), and a blocked mask would pass on to sendmail and what it starts."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)
 
 
 def _kill_group(process: subprocess.Popen) -> None:
@@ -1119,6 +1194,7 @@ class Status:
         self.unspooled = 0  # alerts held in memory, the spool could not take them
         self.dropped = 0  # alerts lost since start: no room in the spool nor in memory
         self.long_lines = 0  # input lines dropped for being longer than MAX_LINE
+        self.tamper_suppressed = 0  # tamper findings in the role's maintenance window
         self.changed = True
 
 
@@ -1337,6 +1413,498 @@ class Deliverer(threading.Thread):
 
 
 # ---------------------------------------------------------------------------------------
+# Tamper alerts: the changes by which auditing, or this plugin, is switched off
+# (docs/plugin.md, "Tamper alerts").
+
+# Records that can tell of tampering: an event holding one is always read with auparse.
+TAMPER_TYPES = ("CONFIG_CHANGE", "DAEMON_END", "DAEMON_ABORT")
+UNSET_ID = "4294967295"  # an auid or session that was never set ((unsigned) -1)
+BURST_QUIET = 1.0  # seconds without another rule removal that end a burst (auditctl -D)...
+BURST_MAX = 5.0  # ...and the longest a burst waits for its mail
+MAINTENANCE_MAX = 900  # seconds: the longest window the role's marker can open
+MAINTENANCE_EARLY = 2  # slack before the window's start (the two clocks' resolution)...
+MAINTENANCE_LATE = 5  # ...and after its end (a signal handled a moment later)
+LOST_POLL = 5.0  # seconds between two reads of the kernel's lost-events counter
+EXIT_DRAIN = 1.0  # seconds to read what auditd still sends after its SIGTERM
+
+
+class Record:
+    """One record of an event: its type, its text, and each field raw and as auparse
+    interprets it (uid numbers as names, hex as text)."""
+
+    def __init__(self, record_type: str, text: str) -> None:
+        self.type = record_type
+        self.text = text
+        self.raw = {}  # type: dict
+        self.shown = {}  # type: dict
+
+    def number(self, name: str) -> Optional[int]:
+        value = self.raw.get(name, "")
+        return int(value) if value.isdigit() else None
+
+
+def _step(au, method: str) -> bool:
+    """first_field/next_field and the like: whether the cursor moved (see _find on OSError)."""
+    try:
+        return bool(getattr(au, method)())
+    except OSError:
+        return False
+
+
+def read_records(au) -> List[Record]:
+    """Every record of the current event, with its fields (at most RECORDS_MAX records)."""
+    records = []  # type: List[Record]
+    au.first_record()
+    while len(records) < RECORDS_MAX:
+        try:
+            record_type = au.get_type_name() or ""
+        except LookupError:
+            record_type = ""
+        try:
+            text = au.get_record_text() or ""
+        except UnicodeDecodeError as err:
+            text = err.object.decode("utf-8", "surrogateescape")
+        except OSError:
+            text = ""
+        record = Record(record_type, text)
+        if _step(au, "first_field"):
+            while True:
+                try:
+                    name = au.get_field_name() or ""
+                except (UnicodeDecodeError, OSError):
+                    name = ""
+                if name and name not in record.raw:
+                    record.raw[name] = _field_str(au)
+                    record.shown[name] = _field_value(au)
+                if not _step(au, "next_field"):
+                    break
+        records.append(record)
+        if not _step(au, "next_record"):
+            break
+    return records
+
+
+class Tamper:
+    """One tamper finding: its kind (X-Audit-Tamper), a short summary for the Subject, what
+    changed and who did it, when (epoch seconds) and the audit event behind it."""
+
+    def __init__(self, kind: str, summary: str, what: List[str], who: str, when: float) -> None:
+        self.kind = kind
+        self.summary = summary
+        self.what = what
+        self.who = who
+        self.when = when
+        self.event_id = ""  # TIME:SERIAL@NODE of the (first) event, if any
+        self.records = []  # type: List[str]
+        self.removed = Counter()  # type: Counter  # rules-removed: watched key -> rules
+        self.others = 0  # rules-removed: rules without a watched key in the same burst
+        self.token = None  # type: Optional[str]  # a verification's, see Spool.verify_token
+
+
+def describe_actor(records: List[Record]) -> str:
+    """Who made the change, from the SYSCALL record the kernel attaches when a rule makes
+    the system call auditable, else from the change record itself."""
+    source = next((r for r in records if r.type == "SYSCALL"), None) or \
+        next((r for r in records if r.type in TAMPER_TYPES), Record("", ""))
+    parts = []
+    for name in ("auid", "uid", "ses", "tty", "exe", "comm", "pid", "ppid", "subj"):
+        raw, shown = source.raw.get(name), source.shown.get(name, "")
+        if raw is None or (name in ("auid", "ses") and raw == UNSET_ID):
+            continue
+        parts.append(f"{name}={shown}" if shown == raw or not raw.isdigit() else f"{name}={shown}({raw})")
+    if "auid" not in source.raw or source.raw.get("auid") == UNSET_ID:
+        parts.insert(0, "auid=unset (no login session)")
+    return " ".join(parts) or "unknown"
+
+
+def _who_short(records: List[Record]) -> str:
+    """The actor for a Subject: the login user (auid), else the uid, else unknown."""
+    source = next((r for r in records if r.type == "SYSCALL"), None) or \
+        next((r for r in records if r.type in TAMPER_TYPES), Record("", ""))
+    auid = source.raw.get("auid")
+    if auid and auid != UNSET_ID:
+        return source.shown.get("auid") or auid
+    uid = source.raw.get("uid")
+    return "uid " + (source.shown.get("uid") or uid) if uid else "unknown"
+
+
+def weakened_setting(name: str, new: int, old: int) -> Optional[str]:
+    """Why setting NAME from old to new lets events go unrecorded or unreported, or None.
+    Tightening a setting, or setting it to what it was (augenrules does on every load),
+    is no tampering."""
+    if name == "audit_failure" and new == 0 and old != 0:
+        return f"failure mode {old} -> 0 (silent): the kernel no longer reports lost events"
+    if name == "audit_rate_limit" and new and (not old or new < old):
+        return f"rate limit {old or 'none'} -> {new} messages/s: events beyond it are dropped"
+    if name == "audit_backlog_limit" and new < old:
+        return f"backlog limit {old} -> {new}: a smaller queue drops events sooner"
+    if name == "audit_backlog_wait_time" and new < old:
+        return f"backlog wait time {old} -> {new}: the kernel waits less before it drops events"
+    return None
+
+
+def classify(records: List[Record], watched: List[str]) -> Optional[Tamper]:
+    """The tamper finding of one event's records, or None. watched: the configured keys."""
+    change = next((r for r in records if r.type in TAMPER_TYPES), None)
+    if change is None or change.raw.get("res") in ("0", "failed"):
+        return None
+    op = change.raw.get("op", "").strip('"').replace(" ", "_")
+    who = _who_short(records)
+    found = None
+    if change.type == "DAEMON_END":
+        found = Tamper("auditd-stopped", f"auditd stopped by {who}",
+                       ["auditd stopped (DAEMON_END): no events are recorded until it starts again"],
+                       describe_actor(records), 0.0)
+    elif change.type == "DAEMON_ABORT":
+        found = Tamper("auditd-aborted", "auditd aborted",
+                       ["auditd aborted (DAEMON_ABORT): no events are recorded until it starts again"],
+                       describe_actor(records), 0.0)
+    elif op == "remove_rule":
+        keys = [k for k in change.shown.get("key", "").split("\x01") if k and k != "(null)"]
+        found = Tamper("rules-removed", "", [], describe_actor(records), 0.0)
+        found.removed.update(k for k in keys if k in watched)
+        found.others = 0 if found.removed else 1
+    elif op == "set" and change.number("audit_enabled") == 0:
+        found = Tamper("audit-disabled", f"auditing disabled by {who}",
+                       ["auditing disabled (audit_enabled 1 -> 0): the kernel records no events"],
+                       describe_actor(records), 0.0)
+    elif op == "set":
+        old = change.number("old")
+        reasons = [weakened_setting(name, change.number(name), old) for name in change.raw
+                   if name.startswith("audit_") and change.number(name) is not None and old is not None]
+        reasons = [reason for reason in reasons if reason]
+        if reasons:
+            found = Tamper("audit-setting", f"audit setting weakened by {who}", reasons,
+                           describe_actor(records), 0.0)
+    if found is not None:
+        found.records = [r.text for r in records]
+    return found
+
+
+class RemovalBurst:
+    """Rule removals that come together (auditctl -D, augenrules) folded into one finding:
+    it is due once BURST_QUIET seconds pass without another one, or BURST_MAX after its first."""
+
+    def __init__(self, first: Tamper, now: float) -> None:
+        self.tamper = first
+        self.started = self.last = now
+        self.actors = [first.who]
+
+    def add(self, removal: Tamper, now: float) -> None:
+        self.tamper.removed.update(removal.removed)
+        self.tamper.others += removal.others
+        self.tamper.token = self.tamper.token or removal.token
+        self.tamper.records.extend(removal.records[:max(0, RECORDS_MAX - len(self.tamper.records))])
+        if not any(_same_actor(removal.who, actor) for actor in self.actors):
+            self.actors.append(removal.who)
+        self.last = now
+
+    def due(self, now: float) -> bool:
+        return now - self.last >= BURST_QUIET or now - self.started >= BURST_MAX
+
+    def finding(self) -> Optional[Tamper]:
+        """The finding, when a watched key went; a burst of other rules alone is none."""
+        tamper = self.tamper
+        if not tamper.removed:
+            return None
+        keys = ", ".join(sorted(tamper.removed))
+        tamper.summary = f"audit rules removed ({keys})"
+        counts = f"Rules removed: {sum(tamper.removed.values())} with a watched key, {tamper.others} others"
+        tamper.what = [f"Removed keys: {keys}", counts]
+        tamper.who = "; ".join(self.actors[:5])
+        return tamper
+
+
+def _same_actor(one: str, other: str) -> bool:
+    """Whether two actor descriptions differ only in pid and ppid (auditctl run twice)."""
+    return re.sub(r" p?pid=\S+", "", one) == re.sub(r" p?pid=\S+", "", other)
+
+
+def sender_description(pid: int, uid: int) -> str:
+    """The sender of a signal: its pid and uid, and what /proc still tells of it (it may
+    have exited: kill(1) does at once)."""
+    parts = [f"pid={pid}", f"uid={_user_name(uid)}({uid})"]
+    base = f"/proc/{pid}"
+    try:
+        parts.append("exe=" + os.readlink(base + "/exe"))
+        with open(base + "/loginuid") as handle:
+            auid = handle.read().strip()
+        if auid != UNSET_ID:
+            parts.insert(0, f"auid={_user_name(int(auid))}({auid})")
+        with open(base + "/sessionid") as handle:
+            session = handle.read().strip()
+        if session != UNSET_ID:
+            parts.append(f"ses={session}")
+    except (OSError, ValueError):
+        parts.append("(the sender has exited)")
+    return " ".join(escape_text(part, FIELD_MAX) for part in parts)
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except (KeyError, OverflowError):
+        return str(uid)
+
+
+class KernelAuditStatus:
+    """The kernel's audit status, as `auditctl -s` prints it, read over netlink (AUDIT_GET);
+    needs CAP_AUDIT_CONTROL (auditd's plugins run as root)."""
+
+    NETLINK_AUDIT = 9
+    AUDIT_GET = 1000
+    NLMSG_ERROR = 2
+    NLM_F_REQUEST = 1
+    HEADER = struct.Struct("=IHHII")  # struct nlmsghdr
+    FIELDS = ("mask", "enabled", "failure", "pid", "rate_limit", "backlog_limit", "lost", "backlog")
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, self.NETLINK_AUDIT)
+        self.sock.settimeout(1.0)
+        self.seq = 0
+
+    def read(self) -> dict:
+        self.seq += 1
+        self.sock.send(self.HEADER.pack(self.HEADER.size, self.AUDIT_GET, self.NLM_F_REQUEST, self.seq, 0))
+        while True:
+            reply = self.sock.recv(65536)
+            _length, kind, _flags, seq, _pid = self.HEADER.unpack_from(reply)
+            if seq != self.seq:
+                continue
+            if kind == self.NLMSG_ERROR:
+                code = -struct.unpack_from("=i", reply, self.HEADER.size)[0]
+                raise OSError(code, os.strerror(code))
+            return dict(zip(self.FIELDS, struct.unpack_from("=8I", reply, self.HEADER.size)))
+
+
+class SignalWatcher(threading.Thread):
+    """HUP, TERM and INT stay blocked in every thread; this one takes them with sigwaitinfo,
+    which, unlike a handler, tells who sent each (a kill of the plugin is a tamper finding).
+    It wakes the main loop through a pipe."""
+
+    def __init__(self, wake_fd: int) -> None:
+        super().__init__(name="signals", daemon=True)
+        self.wake_fd = wake_fd
+        self.received = queue.Queue()  # type: queue.Queue
+
+    def run(self) -> None:
+        while True:
+            self.received.put(signal.sigwaitinfo(HELD_SIGNALS))
+            try:
+                os.write(self.wake_fd, b"s")
+            except BlockingIOError:  # the pipe is full: the main loop is awake anyway
+                pass
+
+    def take(self) -> list:
+        """The signals received since the last call."""
+        taken = []
+        while True:
+            try:
+                taken.append(self.received.get_nowait())
+            except queue.Empty:
+                return taken
+
+
+class TamperWatch:
+    """Turns tamper records, the end of the plugin and the kernel's lost-events counter into
+    findings. report(tamper) gets each, suppressed(tamper) says whether it is the role's own
+    work (the maintenance marker); the plugin owns both."""
+
+    def __init__(self, report, suppressed, under_auditd: bool, log: Log) -> None:
+        self.report = report
+        self.suppressed = suppressed
+        self.under_auditd = under_auditd
+        self.log = log
+        self.burst = None  # type: Optional[RemovalBurst]
+        self.auditd_ended = False  # a DAEMON_END or DAEMON_ABORT came
+        self.parent = os.getppid()
+        self.kernel = None  # type: Optional[KernelAuditStatus]
+        self.lost = None  # type: Optional[int]
+        self.next_poll = 0.0
+        if under_auditd:
+            self._open_kernel_status()
+
+    def _open_kernel_status(self) -> None:
+        try:
+            self.kernel = KernelAuditStatus()
+            self.lost = self.kernel.read()["lost"]
+        except OSError as err:
+            self.kernel = None
+            self.log.warning(f"cannot read the kernel's audit status (lost events are not reported): {err}")
+
+    def observe(self, tamper: Tamper) -> None:
+        """A finding from the audit stream."""
+        if tamper.kind in ("auditd-stopped", "auditd-aborted"):
+            self.auditd_ended = True
+        if self.suppressed(tamper):
+            return
+        if tamper.kind != "rules-removed":
+            self.report(tamper)
+            return
+        now = time.monotonic()
+        if self.burst is None:
+            self.burst = RemovalBurst(tamper, now)
+        else:
+            self.burst.add(tamper, now)
+
+    def tick(self, force: bool = False) -> None:
+        """Mail a burst that is due (all of them when forced, at exit); read the lost counter."""
+        now = time.monotonic()
+        if self.burst is not None and (force or self.burst.due(now)):
+            finding, self.burst = self.burst.finding(), None
+            if finding is not None:
+                self.report(finding)
+        if self.kernel is not None and now >= self.next_poll:
+            self.next_poll = now + LOST_POLL
+            self._check_lost()
+
+    def _check_lost(self) -> None:
+        try:
+            status = self.kernel.read()
+        except OSError as err:
+            self.log.warning(f"cannot read the kernel's audit status: {err}")
+            return
+        lost, before = status["lost"], self.lost
+        self.lost = lost
+        if before is None or lost <= before:  # a smaller count: auditctl --reset-lost
+            return
+        finding = Tamper("events-lost", f"the kernel lost {lost - before} audit events",
+                         [(f"the kernel lost {lost - before} events (lost counter {before} -> {lost}); "
+                           f"backlog_limit {status['backlog_limit']}, rate_limit {status['rate_limit']}, "
+                           f"backlog {status['backlog']}")], "the kernel (no actor is recorded)", time.time())
+        if not self.suppressed(finding):
+            self.report(finding)
+
+    def at_exit(self, stop: Optional[tuple], when: float) -> None:
+        """The plugin ends: stop is (pid, uid) of the SIGTERM's sender, or None at EOF. Only
+        when auditd runs the plugin: a test or a replay may stop it as it likes."""
+        self.tick(force=True)
+        if not self.under_auditd or self.auditd_ended:
+            return  # auditd's own DAEMON_END told it already
+        if stop is not None and stop[0] != self.parent:
+            finding = Tamper("plugin-stopped", "the alert plugin was stopped",
+                             [("the alert plugin got SIGTERM from a process other than auditd: "
+                              "no alerts are mailed until auditd starts it again")],
+                             sender_description(*stop), when)
+        elif stop is not None:
+            finding = Tamper("plugin-stopped", "auditd stopped the alert plugin",
+                             [("auditd stopped the alert plugin without stopping itself: its "
+                              "plugins.d entry was removed or deactivated and auditd reloaded")],
+                             sender_description(*stop), when)
+        elif os.getppid() != self.parent:
+            finding = Tamper("auditd-stopped", "auditd ended without a word",
+                             [("auditd ended without DAEMON_END (killed with SIGKILL, or it "
+                              "crashed): no events are recorded until it starts again")],
+                             "unknown (auditd could not say)", when)
+        else:
+            finding = Tamper("plugin-stopped", "auditd closed the alert plugin's input",
+                             ["auditd closed the plugin's input without a signal"], "auditd", when)
+        if not self.suppressed(finding):
+            self.report(finding)
+
+
+def compose_tamper(config: Config, rule: Rule, tamper: Tamper) -> EmailMessage:
+    """The mail for one tamper finding: what changed, who did it, the records behind it."""
+    subject = f"[audit] tamper: {header_text(tamper.summary, 120)} on {header_text(HOSTNAME, SUBJECT_PART_MAX)}"
+    message = _new_message(config, rule.to, subject)
+    message["X-Audit-Key"] = TAMPER_RULE
+    message["X-Audit-Rule"] = rule.name
+    message["X-Audit-Tamper"] = tamper.kind
+    if tamper.event_id:
+        message["X-Audit-Event"] = tamper.event_id
+    if tamper.token:
+        message["X-Audit-Verify"] = tamper.token
+    lines = [f"Auditing on {HOSTNAME} was weakened or switched off ({tamper.kind}).", ""]
+    lines += [escape_text(line, BODY_LINE_MAX) for line in tamper.what]
+    lines += [
+        "",
+        "{:<9} {}".format("who:", escape_text(tamper.who, BODY_LINE_MAX - 10)),
+        "{:<9} {}".format("time:", time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(tamper.when))),
+        "{:<9} {}".format("event:", tamper.event_id or "-"),
+    ]
+    if tamper.records:
+        lines += ["", "Raw records (control characters escaped, long records cut):"]
+        lines += _record_lines(tamper.records)
+    _set_body(message, lines)
+    return message
+
+
+# ---------------------------------------------------------------------------------------
+# Rate limits: at most max_mails mails per rule and window, then one digest.
+
+class Window:
+    """A rule's current rate-limit window."""
+
+    def __init__(self, rule: Rule, end: float) -> None:
+        self.rule = rule  # as it was when the window began: a reload may drop it
+        self.end = end
+        self.sent = 0
+        self.held = Held()
+
+
+class Digest:
+    """What one rule held back in one window, due to be mailed."""
+
+    def __init__(self, rule: Rule, held: Held, window_end: float) -> None:
+        self.rule = rule
+        self.held = held
+        self.window_end = window_end
+
+
+class RateLimiter:
+    """One window per rule (it starts with the first event after the last one ended): the
+    first max_mails events are admitted, the rest are held back, counted by group, and
+    reported in one digest when the window ends. Knows nothing of events or mail."""
+
+    def __init__(self) -> None:
+        self.windows = {}  # type: dict  # rule name -> its Window
+        self.due = []  # type: List[Digest]  # of windows that admit() found ended
+
+    def admit(self, rule: Rule, group: Tuple[str, str, str], now: float) -> bool:
+        """Whether an event of the rule may be mailed now; else it is held back under group
+        (subject, action, object)."""
+        window = self.windows.get(rule.name)
+        if window is None or now >= window.end:
+            if window is not None and window.held.total:
+                self.due.append(Digest(rule, window.held, window.end))
+            window = self.windows[rule.name] = Window(rule, now + rule.window)
+        if window.sent < rule.max_mails:
+            window.sent += 1
+            return True
+        held = window.held
+        if not held.total:
+            held.first = now
+        held.total += 1
+        shown = (escape_text(group[0], 60), escape_text(group[1], 60), escape_text(group[2], 120))
+        if shown not in held.groups and len(held.groups) >= MAX_DIGEST_GROUPS:
+            shown = ("(other)", "(other)", "(other)")
+        held.groups[shown] += 1
+        return False
+
+    def digests(self, rules: List[Rule], now: float, force: bool = False) -> List[Digest]:
+        """The digests due: those admit() found, and one for each window that ended (every
+        window, when forced: at exit). Ended windows are forgotten, and so are the windows
+        of rules that are no longer among rules, after their digest."""
+        due, self.due = self.due, []
+        current = {rule.name: rule for rule in rules}
+        for name, window in list(self.windows.items()):
+            ended = now >= window.end
+            rule = current.get(name)
+            if window.held.total and (ended or force or rule is None):
+                due.append(Digest(rule or window.rule, window.held, min(now, window.end)))
+                window.held = Held()
+            if ended or rule is None:
+                del self.windows[name]
+        return due
+
+    def row(self, rule: Rule) -> dict:
+        """The rule's status.json row."""
+        window = self.windows.get(rule.name)
+        return {"keys": rule.keys, "window_end": window.end if window else None,
+                "sent": window.sent if window else 0, "held": window.held.total if window else 0}
+
+
+# ---------------------------------------------------------------------------------------
 # Sifting the audit stream: only the records of events that may match reach auparse.
 #
 # auparse groups records into events by their time stamp (node, seconds, milliseconds,
@@ -1353,8 +1921,9 @@ class Deliverer(threading.Thread):
 # that does not end, a line that is not a plain record) goes line by line through the
 # exact grouping below; a line that cannot be read as a record is fed as it is.
 
-# Events holding a record of one of these types always reach auparse, whatever their key.
-ALWAYS_CANDIDATE_TYPES = (b"CONFIG_CHANGE", b"DAEMON_END", b"DAEMON_ABORT")
+# Events holding a record of one of these types always reach auparse, whatever their key:
+# the tamper rule's records (extend TAMPER_TYPES to add one).
+ALWAYS_CANDIDATE_TYPES = tuple(kind.encode() for kind in TAMPER_TYPES)
 # The record types after which auparse 3.0.9 ends an event at once (probed by feeding it
 # each type it knows followed by a second record of the same time stamp). LOGIN is left
 # out: newer versions let a syscall record follow it. A type missing here only costs
@@ -1613,19 +2182,16 @@ class EventSifter:
 # ---------------------------------------------------------------------------------------
 # The plugin: reading, matching, limiting, accepting.
 
-class Window:
-    """A rule's current rate-limit window."""
 
-    def __init__(self) -> None:
-        self.end = 0.0
-        self.sent = 0
-        self.held = Held()
-
-
-def key_pattern(rules: List[Rule]) -> "re.Pattern":
+def key_pattern(rules: List[Rule], tamper: bool = False) -> "re.Pattern":
     """A bytes regex that finds a record whose key field may hold one of the keys: quoted
     (`key="k"`) or hex-encoded (several keys joined by \\x01, or a key with special
-    characters). False positives only cost a normalization; the exact test comes later."""
+    characters). False positives only cost a normalization; the exact test comes later.
+    The records of TAMPER_TYPES are found apart, whether `tamper` is on or not
+    (ALWAYS_CANDIDATE_TYPES: EventSifter, Plugin._scan): as an alternative in this regex
+    they would cost it its literal prefix `key=`, and the scan would read every byte, ten
+    times slower."""
+    del tamper  # see above
     keys = sorted({k for rule in rules for k in rule.keys})
     quoted = b"|".join(re.escape(k.encode()) for k in keys)
     hexed = b"|".join(k.encode().hex().upper().encode() for k in keys)
@@ -1641,9 +2207,9 @@ class Plugin:
         self.log = log
         self.print_only = print_only
         self.arg_keys = arg_keys
-        self.pattern = key_pattern(config.rules)
+        self.pattern = key_pattern(config.rules, config.tamper is not None)
         self.candidates = OrderedDict()  # type: OrderedDict  # serial -> None
-        self.windows = {}  # type: dict  # rule name -> Window
+        self.limiter = RateLimiter()
         self.partial = b""  # the start of a line whose end has not come yet
         self.skipping = False  # inside a line longer than MAX_LINE: drop up to its end
         self.status = Status()
@@ -1653,6 +2219,12 @@ class Plugin:
         self.reload_requested = False
         self.spool = Spool(config.spool_dir)
         self.deliverer = None  # type: Optional[Deliverer]
+        self.signals = None  # type: Optional[SignalWatcher]
+        self.stop_sender = None  # type: Optional[tuple]  # (pid, uid) of the SIGTERM's sender
+        self.stop_time = 0.0
+        # auditd hands its plugins one end of a socket pair; a test or `cat log |` a pipe.
+        self.under_auditd = not print_only and stat.S_ISSOCK(_fstat_mode(0))
+        self.tamper = TamperWatch(self.report_tamper, self.suppressed, self.under_auditd, log)
         self.au = auparse.AuParser(auparse.AUSOURCE_FEED, None)
         if hasattr(self.au, "set_eoe_timeout"):
             self.au.set_eoe_timeout(EOE_TIMEOUT)
@@ -1694,16 +2266,9 @@ class Plugin:
         if config.spool_dir != self.config.spool_dir:
             self.log.warning("[spool] dir changes take effect at the next start")
             config.spool_dir = self.config.spool_dir
-        # A rule that is gone reports what it held back before it goes.
-        names = {rule.name for rule in config.rules}
-        for rule in self.config.rules:
-            window = self.windows.get(rule.name)
-            if rule.name not in names and window is not None:
-                if window.held.total:
-                    self._digest(rule, window)
-                del self.windows[rule.name]
         self.config = config
-        self.pattern = key_pattern(config.rules)
+        self.send_digests()  # a rule that is gone reports what it held back
+        self.pattern = key_pattern(config.rules, config.tamper is not None)
         if self.deliverer:
             self.deliverer.config = config
         self.status.changed = True
@@ -1727,6 +2292,7 @@ class Plugin:
                         os.read(wake_read, 512)
                     except BlockingIOError:
                         pass
+                    self._take_signals()
                 if stdin_fd in readable:
                     data = os.read(stdin_fd, READ_SIZE)
                     if not data:
@@ -1737,21 +2303,29 @@ class Plugin:
                     self.guarded(self.reload)
                 self.guarded(self.tick)
         finally:
-            self.shutdown()
+            self.shutdown(stdin_fd)
         return 0
 
     def _handle_signals(self) -> int:
-        """Install the handlers, then let the signals held back since start-up in (one that
-        came meanwhile is handled now). Before any thread or child: they inherit the mask.
-        Returns the pipe end that wakes the main loop when a signal comes."""
+        """Start the thread that takes the signals, which stay blocked in every thread (one
+        that came since start-up is taken now). Before any other thread or child: they
+        inherit the mask. Returns the pipe end that wakes the main loop when a signal comes."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)  # main() did, a test may not
         wake_read, wake_write = os.pipe()
         os.set_blocking(wake_read, False)
         os.set_blocking(wake_write, False)
-        signal.set_wakeup_fd(wake_write)
-        for number in HELD_SIGNALS:
-            signal.signal(number, self._on_signal)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)
+        self.signals = SignalWatcher(wake_write)
+        self.signals.start()
         return wake_read
+
+    def _take_signals(self) -> None:
+        for info in self.signals.take():
+            if info.si_signo == signal.SIGHUP:
+                self.reload_requested = True
+            elif not self.stop_requested:
+                self.stop_requested = True
+                self.stop_sender = (info.si_pid, info.si_uid)
+                self.stop_time = time.time()
 
     def guarded(self, step, *args) -> None:
         """Run one step of the loop; an unexpected error is logged, the plugin goes on
@@ -1761,18 +2335,13 @@ class Plugin:
         except Exception as err:  # noqa: BLE001 - see docstring
             self.log.error(f"{step.__name__} failed: {type(err).__name__}: {err}")
 
-    def _on_signal(self, number: int, _frame) -> None:
-        if number == signal.SIGHUP:
-            self.reload_requested = True
-        else:
-            self.stop_requested = True
-
     def tick(self) -> None:
         """Timer duties: age events (a lone event is not held until the next one),
         digest windows that ended, write status.json."""
         self.sifter.age(int(time.time()))  # auparse ages by time(NULL), whole seconds
         self.au.feed_age_events()
-        self.flush_windows()
+        self.tamper.tick()
+        self.send_digests()
         self.write_status()
 
     def feed(self, data: bytes) -> None:
@@ -1878,8 +2447,12 @@ class Plugin:
 
     def handle(self, au) -> None:
         record_type, keys = event_keys(au)
-        if record_type == "CONFIG_CHANGE":
-            return  # loading or removing the watch itself is not an alert
+        if record_type in TAMPER_TYPES:
+            # Loading the watch is no alert; removing it, or switching auditing off, may be
+            # a tamper finding.
+            if self.config.tamper is not None:
+                self.handle_tamper(au)
+            return
         matches = []
         for rule in self.config.rules:
             key = next((k for k in rule.keys if k in keys), None)
@@ -1893,46 +2466,60 @@ class Plugin:
             self.accept(rule, key, event, token)
 
     def accept(self, rule: Rule, key: str, event: Event, token: Optional[str]) -> None:
-        """Rate-limit, compose, and spool (or print) one alert. Verification alerts are
-        neither counted nor held back."""
-        now = time.time()
-        if token is None:
-            window = self.windows.get(rule.name)
-            if window is None or now >= window.end:
-                if window is not None and window.held.total:
-                    self._digest(rule, window)
-                window = self.windows[rule.name] = Window()
-                window.end = now + rule.window
-            if window.sent >= rule.max_mails:
-                held = window.held
-                if not held.total:
-                    held.first = now
-                held.total += 1
-                group = (escape_text(event.subject, 60), escape_text(event.action, 60),
-                         escape_text(event.object, 120))
-                if group not in held.groups and len(held.groups) >= MAX_DIGEST_GROUPS:
-                    group = ("(other)", "(other)", "(other)")
-                held.groups[group] += 1
-                self.status.changed = True
-                return
-            window.sent += 1
+        """Rate-limit, compose, and spool (or print) one alert."""
+        if self.admit(rule, (event.subject, event.action, event.object), token):
+            self.emit(compose_alert(self.config, rule, key, event, token))
+
+    def admit(self, rule: Rule, group: Tuple[str, str, str], token: Optional[str]) -> bool:
+        """Whether the rule may mail now (RateLimiter). Verification mails are neither
+        counted nor held back. A window that the event finds ended is digested first."""
+        if token is not None:
+            return True
+        admitted = self.limiter.admit(rule, group, time.time())
+        self.status.changed = True
+        self.send_digests()
+        return admitted
+
+    def handle_tamper(self, au) -> None:
+        """A tamper finding from the records of this event, stamped with its time and id."""
+        records = read_records(au)
+        finding = classify(records, [k for rule in self.config.rules for k in rule.keys])
+        if finding is None:
+            return
+        stamp = timestamp(au)
+        finding.when = stamp.sec + stamp.milli / 1000.0
+        node = next((r.raw["node"] for r in records if "node" in r.raw), HOSTNAME)
+        finding.event_id = f"{stamp.sec}.{stamp.milli:03d}:{stamp.serial}@{node}"
+        ppid = next((r.raw["ppid"] for r in records if "ppid" in r.raw), "")
+        finding.token = self.spool.verify_token(ppid, self.log) if ppid and not self.print_only else None
+        self.tamper.observe(finding)
+
+    def suppressed(self, finding: Tamper) -> bool:
+        """Whether a finding is the role's own work: its time lies in the window of the
+        maintenance marker (Spool.maintenance). Then it is logged and counted, not mailed."""
+        if self.print_only:
+            return False
+        window = self.spool.maintenance(self.log)
+        if window is None or not window[0] - MAINTENANCE_EARLY <= finding.when <= window[1] + MAINTENANCE_LATE:
+            return False
+        self.log.info(f"tamper finding {finding.kind} during the role's maintenance, not mailed: "
+                      f"{finding.summary or ', '.join(sorted(finding.removed))}")
+        with self.status.lock:
+            self.status.tamper_suppressed += 1
             self.status.changed = True
-        self.emit(compose_alert(self.config, rule, key, event, token))
+        return True
 
-    def flush_windows(self, force_all: bool = False) -> None:
-        now = time.time()
-        rules = {rule.name: rule for rule in self.config.rules}
-        for name, window in list(self.windows.items()):
-            if window.held.total and (force_all or now >= window.end) and name in rules:
-                self._digest(rules[name], window)
-                window.held = Held()
-            if now >= window.end and not window.held.total:
-                del self.windows[name]
-                self.status.changed = True
+    def report_tamper(self, finding: Tamper) -> None:
+        rule = self.config.tamper
+        if rule is not None and self.admit(rule, (finding.who, finding.kind, finding.summary), finding.token):
+            self.emit(compose_tamper(self.config, rule, finding))
 
-    def _digest(self, rule: Rule, window: Window) -> None:
-        self.emit(compose_digest(self.config, rule, window.held, min(time.time(), window.end)))
-        self.log.info(f"rule {rule.name}: digest of {window.held.total} held-back events")
+    def send_digests(self, force: bool = False) -> None:
+        """Mail the digests that are due (all of them when forced, at exit)."""
+        for digest in self.limiter.digests(self.config.all_rules(), time.time(), force):
+            self.emit(compose_digest(self.config, digest.rule, digest.held, digest.window_end))
+            self.log.info(f"rule {digest.rule.name}: digest of {digest.held.total} held-back events")
+            self.status.changed = True
 
     def emit(self, message: EmailMessage) -> None:
         data = message.as_bytes(policy=WIRE_POLICY)
@@ -1974,13 +2561,7 @@ class Plugin:
             document = {
                 "pid": os.getpid(),
                 "updated": now,
-                "rules": {
-                    rule.name: {
-                        "keys": rule.keys,
-                        "window_end": self.windows[rule.name].end if rule.name in self.windows else None,
-                        "sent": self.windows[rule.name].sent if rule.name in self.windows else 0,
-                        "held": self.windows[rule.name].held.total if rule.name in self.windows else 0,
-                    } for rule in self.config.rules},
+                "rules": {rule.name: self.limiter.row(rule) for rule in self.config.all_rules()},
                 "queue": self.status.queue,
                 "last_error": self.status.last_error,
                 "last_error_permanent": self.status.last_error_permanent,
@@ -1989,6 +2570,7 @@ class Plugin:
                 "unspooled": self.status.unspooled,
                 "dropped": self.status.dropped,
                 "long_lines": self.status.long_lines,
+                "tamper_suppressed": self.status.tamper_suppressed,
             }
         self.status_written = now
         path = os.path.join(self.spool.dir, "status.json")
@@ -2002,11 +2584,28 @@ class Plugin:
             return
         self.status_error = None
 
-    def shutdown(self) -> None:
-        """EOF or SIGTERM: finish the events auparse holds, digest every window, then give
-        the worker a last chance to deliver; what it cannot stays in the spool."""
+    def _drain(self, stdin_fd: int) -> None:
+        """Read what is left on stdin, up to EOF or for at most EXIT_DRAIN seconds."""
+        deadline = time.monotonic() + EXIT_DRAIN
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([stdin_fd], [], [], left)[0]:
+                return
+            data = os.read(stdin_fd, READ_SIZE)
+            if not data:
+                return
+            self.guarded(self.feed, data)
+
+    def shutdown(self, stdin_fd: int) -> None:
+        """EOF or SIGTERM: finish the events auparse holds, say whether the end is a tamper
+        finding, digest every window, then give the worker a last chance to deliver; what
+        it cannot stays in the spool."""
+        if self.stop_sender is not None and self.under_auditd:
+            self._drain(stdin_fd)  # a stopping auditd sends DAEMON_END just before SIGTERM
         self.finish_input()
-        self.flush_windows(force_all=True)
+        if self.config.tamper is not None:
+            self.tamper.at_exit(self.stop_sender, self.stop_time or time.time())
+        self.send_digests(force=True)
         if self.deliverer:
             budget = max(self.config.timeout, SHUTDOWN_DELIVERY)
             self.deliverer.stop(time.monotonic() + budget)

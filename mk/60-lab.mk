@@ -6,7 +6,8 @@ LAB := $(CURDIR)/tests/lab
 # Images are cached outside the clone, so a fresh clone on the same machine reuses them;
 # a missing or stale cache (the key hashes the builder and package lists) rebuilds.
 export LAB_CACHE ?= /var/cache/audit-mail-alert-lab
-# The images the VM scenarios boot (platforms in molecule/default and molecule/ubuntu).
+# The images the VM scenarios boot (platforms in extensions/molecule/default and
+# extensions/molecule/ubuntu).
 LAB_DISTS ?= bookworm trixie bullseye jammy noble
 # Bound each scenario, so that a hung VM cannot eat the CI budget (times: docs/lab.md).
 LAB_TIMEOUT ?= 45m

@@ -1,8 +1,8 @@
 """playbooks/deploy.yml across a fleet: FLEET_SIZE (default 20) systemd containers from the
 lab's Debian 12 rootfs, in three groups with their own recipients and rules, the vaulted
 SMTP password, files only (a container has no kernel audit: audit_mail_alert_manage_auditd
-is false, as in molecule/docker). The tests run in file order on one fleet and build on
-each other (make test-fleet runs pytest with -x):
+is false, as in extensions/molecule/docker). The tests run in file order on one fleet and
+build on each other (make test-fleet runs pytest with -x):
 
 1. the first run deploys every host as the inventory says, in the batches serial decides;
 2. a second run changes nothing on any host;

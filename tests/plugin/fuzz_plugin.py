@@ -48,6 +48,8 @@ SENTINEL_SERIAL = 4000000000
 ALERT_HEADERS = ["Date", "Message-ID", "From", "To", "Subject", "Auto-Submitted",
                  "X-Audit-Key", "X-Audit-Rule", "X-Audit-Event"]
 DIGEST_HEADERS = ALERT_HEADERS[:6] + ["X-Audit-Digest", "X-Audit-Rule", "X-Audit-Key"]
+# A tamper finding from a fuzzed CONFIG_CHANGE or DAEMON_* record (tamper alerts are on).
+TAMPER_HEADERS = ALERT_HEADERS[:8] + ["X-Audit-Tamper", "X-Audit-Event"]
 MIME_HEADERS = ["Content-Type", "Content-Transfer-Encoding", "MIME-Version"]
 HEADER_LINE = re.compile(rb"[A-Za-z0-9-]+: [\x20-\x7e]*\Z")
 MBOX_FROM = re.compile(rb"^From audisp-mailalert .*\n", re.MULTILINE)
@@ -230,12 +232,12 @@ class Figures:
 
 def check_message(raw: bytes) -> "str | None":
     """None when the message is sound: strict parse, no defect in it or any header,
-    exactly the headers of an alert or a digest, each one line of printable ASCII."""
+    exactly the headers of an alert, a tamper finding or a digest, each one line of printable ASCII."""
     try:
         message = BytesParser(policy=email.policy.strict).parsebytes(raw)
         headers = message.items()  # parsed (and their defects found) under the strict policy
         names = [name for name, _value in headers if name not in MIME_HEADERS]
-        if names not in (ALERT_HEADERS, DIGEST_HEADERS):
+        if names not in (ALERT_HEADERS, DIGEST_HEADERS, TAMPER_HEADERS):
             return f"headers {names}"
         defects = list(message.defects) + [d for _name, value in headers for d in value.defects]
         if defects:

@@ -56,7 +56,7 @@ def test_status_file_reports_rules_queue_and_delivery(tmp_path, fake_sendmail):
     status = json.loads((spool / "status.json").read_text())
     assert set(status) == {"pid", "updated", "rules", "queue", "last_error",
                            "last_error_permanent", "last_delivery", "bad", "unspooled",
-                           "dropped", "long_lines"}
+                           "dropped", "long_lines", "tamper_suppressed"}
     assert status["queue"] == 0 and status["last_error"] is None
     assert (status["bad"], status["unspooled"], status["dropped"], status["long_lines"]) == (0, 0, 0, 0)
     assert status["last_delivery"] >= status["updated"] - 60

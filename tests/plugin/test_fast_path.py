@@ -69,7 +69,7 @@ def run(plugin_module, tmp_path, config_text: str, chunks: list, feed_everything
     for chunk in chunks:
         plugin.feed(chunk)
     plugin.finish_input()
-    plugin.flush_windows(force_all=True)
+    plugin.send_digests(force=True)
     return sent
 
 

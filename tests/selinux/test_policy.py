@@ -114,6 +114,8 @@ def test_file_contexts(linked, path, expected):
     ("devlog_t", "sock_file", "write"),  # syslog(3)
     ("smtp_port_t", "tcp_socket", "name_connect"),
     ("system_mail_t", "process", "transition"),  # sendmail in the MTA's domain
+    (f"{MODULE}_t", "netlink_audit_socket", "nlmsg_read"),  # the lost-events counter
+    ("unconfined_t", "file", "read"),  # /proc/PID of a SIGTERM's sender
 ])
 def test_allowed(policy, target, tclass, perm):
     assert sesearch(policy, "-A", "-s", f"{MODULE}_t", "-t", target, "-c", tclass, "-p", perm)
@@ -127,6 +129,7 @@ def test_allowed(policy, target, tclass, perm):
     ("user_home_t", "file", "read"),
     ("bin_t", "file", "write"),
     ("var_spool_t", "file", "write"),
+    (f"{MODULE}_t", "netlink_audit_socket", "nlmsg_write"),  # it reads audit state, never sets it
 ])
 def test_nothing_broader(policy, target, tclass, perm):
     assert sesearch(policy, "-A", "-s", f"{MODULE}_t", "-t", target, "-c", tclass, "-p", perm) == []
