@@ -1913,7 +1913,8 @@ class RateLimiter:
 # newer is added (or at feed_age_events, or flush_feed). The sifter groups the same way,
 # with the same rules, so that auparse gets every record of every event that holds a
 # candidate record (a key field that may hold a watched key, or a type of
-# ALWAYS_CANDIDATE_TYPES), in stream order, and nothing else in the common case.
+# ALWAYS_CANDIDATE_TYPES), each event's records in stream order, and nothing else in the
+# common case.
 #
 # Most of the stream is cut with one regex in C: a run of events whose records are
 # contiguous, end with a last-record type and hold no candidate line is dropped whole.
@@ -2015,8 +2016,8 @@ class _Open:
 
 class EventSifter:
     """Takes the stream in chunks of whole lines; hands auparse (`feed`) the lines of every
-    event that may match, in stream order, and calls `mark(serial)` for each of its
-    candidate records. `age(now)` mirrors auparse's feed_age_events, `finish()` its
+    event that may match (each event's in stream order; held ones when their event turns
+    out to be a candidate) and calls `mark(serial)` for each of its candidate records. `age(now)` mirrors auparse's feed_age_events, `finish()` its
     flush_feed: call them just before those."""
 
     def __init__(self, pattern: "re.Pattern", feed, mark) -> None:
