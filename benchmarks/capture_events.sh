@@ -7,7 +7,7 @@
 # text, which the kernel hex-encodes), then removes exactly the rules it added.
 # Holds the host auditd lock for the whole time: other suites use the same auditd.
 #
-# usage: benchmarks/capture_events.sh OUTPUT_FILE
+# usage: [CAPTURE_LOCK_WAIT=SECONDS] benchmarks/capture_events.sh OUTPUT_FILE
 set -euo pipefail
 out=${1:?usage: $0 OUTPUT_FILE}
 lock=/run/lock/audit-mail-alert-host.lock
@@ -29,9 +29,14 @@ cleanup() {
 }
 
 exec 9>"$lock"
+# Another suite may hold the host's auditd for half an hour: wait at most CAPTURE_LOCK_WAIT
+# seconds (default 300), then give up (make bench then uses the committed capture).
 if ! flock -n 9; then
-  echo "capture_events.sh: waiting for $lock (another suite is using the host's auditd)"
-  flock 9
+  echo "capture_events.sh: waiting up to ${CAPTURE_LOCK_WAIT:-300} s for $lock (another suite is using the host's auditd)"
+  flock -w "${CAPTURE_LOCK_WAIT:-300}" 9 || {
+    echo "capture_events.sh: $lock still taken after ${CAPTURE_LOCK_WAIT:-300} s; no capture" >&2
+    exit 1
+  }
 fi
 trap cleanup EXIT
 mkdir -p "$work/watched"

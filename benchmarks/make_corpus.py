@@ -2,8 +2,9 @@
 
 Captured events are replayed with rising timestamps and serials, so auparse sees a long,
 well-formed stream like the one auditd hands its plugins:
-  corpus.log  EVENTS events, one in MATCH_EVERY carrying a watched key, the rest not
-  flood.log   FLOOD events that all carry the watched key
+  corpus.log    EVENTS events, one in MATCH_EVERY carrying a watched key, the rest not
+  nearmiss.log  the same, with the capture's rule-load events (CONFIG_CHANGE) among the rest
+  flood.log     FLOOD events that all carry the watched key
 
 usage: python benchmarks/make_corpus.py CAPTURED OUTDIR [EVENTS] [FLOOD]
 """
@@ -19,9 +20,9 @@ START = 1800000000  # seconds of the first replayed event
 EVENTS_PER_SECOND = 1000
 
 
-def load(path: Path) -> "tuple[list, list]":
+def load(path: Path, config_changes: bool = False) -> "tuple[list, list]":
     """Captured events as lists of (before-stamp, after-stamp) record pieces, split into
-    those a watched key matches and the rest."""
+    those a watched key matches and the rest (with the CONFIG_CHANGE events or not)."""
     events = {}
     for line in path.read_bytes().splitlines(keepends=True):
         found = STAMP.search(line)
@@ -31,7 +32,7 @@ def load(path: Path) -> "tuple[list, list]":
     matching, other = [], []
     for records in events.values():
         first = records[0][0] + records[0][1]
-        if first.startswith(b"type=CONFIG_CHANGE"):
+        if first.startswith(b"type=CONFIG_CHANGE") and not config_changes:
             # The capture's own rule loads: a real stream has a handful, not one in ten
             # events; replayed 2,500 times each they would distort the mix.
             continue
@@ -66,6 +67,12 @@ def main() -> None:
           lambda i: matching[(i // MATCH_EVERY) % len(matching)] if i % MATCH_EVERY == 0
           else other[i % len(other)])
     write(outdir / "flood.log", flood, lambda i: matching[i % len(matching)])
+    # Near-misses: CONFIG_CHANGE events (the capture's rule loads carry the watched keys)
+    # must always reach auparse, and never alert.
+    matching, other = load(captured, config_changes=True)
+    write(outdir / "nearmiss.log", events,
+          lambda i: matching[(i // MATCH_EVERY) % len(matching)] if i % MATCH_EVERY == 0
+          else other[i % len(other)])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,311 @@
+"""The fast path (EventSifter: only events that may match reach auparse) against the
+reference path (FEED_EVERYTHING: every line goes to auparse, as before the sifter): the
+same alerts and digests, message for message, on real captured events and on streams made
+from them that stress the grouping: records before the key-bearing one, interleaved
+events, several keys, hex keys, long lines, NUL bytes, events that never end, and input cut
+at every byte offset. A differential test that cannot fail proves nothing, so one test
+drops a single record of a candidate event and expects the comparison to see it."""
+
+import re
+
+import pytest
+from conftest import DATA, log_bytes
+
+STAMP_RE = re.compile(rb"msg=audit\((\d+)\.(\d+):(\d+)\)")
+KEYS = "amx-hostile, amx-flood, amx-multi, amx-exec, mailalert_watch, mailalert_exec"
+PLENTY = f"[limits]\nmax_mails = 1000\n[rule r]\nkeys = {KEYS}\n"
+FEW = f"[limits]\nmax_mails = 3\n[rule r]\nkeys = {KEYS}\n[rule second]\nkeys = amx-second\nmax_mails = 1\n"
+
+
+def events(data: bytes) -> list:
+    """The events of a log as lists of record lines, in order of their first record."""
+    grouped = {}
+    for line in data.splitlines(keepends=True):
+        found = STAMP_RE.search(line)
+        if found:
+            grouped.setdefault(found.group(0), []).append(line)
+    return list(grouped.values())
+
+
+def restamp(records: list, seconds: int, serial: int) -> list:
+    stamp = b"msg=audit(%d.%03d:%d)" % (seconds, serial % 1000, serial)
+    return [STAMP_RE.sub(stamp, line, count=1) for line in records]
+
+
+def keyed(data: bytes, key: bytes) -> list:
+    return [e for e in events(data) if any(key in line for line in e)]
+
+
+WATCHED = (b'key="amx', b"key=616D78", b'key="mailalert_watch"', b'key="mailalert_exec"', b"type=CONFIG_CHANGE")
+
+
+def plain(data: bytes) -> list:
+    """Events that no rule of PLENTY watches (other keys, no key)."""
+    return [e for e in events(data) if not any(w in r for w in WATCHED for r in e)]
+
+
+def summary(message) -> tuple:
+    """What must be equal: rule, key, event (time:serial@node), Subject (key, subject,
+    action, object) and the body (summary fields, raw records), or a digest's counts."""
+    if "X-Audit-Digest" in message:
+        body = message.get_content()
+        counts = [line for line in body.splitlines()
+                  if line.startswith("Held back:") or re.match(r"\s+\d+  ", line)]
+        return ("digest", message["X-Audit-Rule"], message["X-Audit-Key"], tuple(counts))
+    return ("alert", message["X-Audit-Rule"], message["X-Audit-Key"], message["X-Audit-Event"],
+            message["Subject"], message.get_content())
+
+
+def run(plugin_module, tmp_path, config_text: str, chunks: list, feed_everything: bool) -> list:
+    """The plugin in-process, as its main loop drives it, minus delivery: each message it
+    would send, summarized, in order."""
+    path = tmp_path / "plugin.conf"
+    path.write_text(config_text)
+    config = plugin_module.load_config(str(path), [], True)
+    plugin = plugin_module.Plugin(config, plugin_module.Log(), True, [])
+    plugin.feed_everything = feed_everything
+    sent = []
+    plugin.emit = lambda message: sent.append(summary(message))
+    for chunk in chunks:
+        plugin.feed(chunk)
+    plugin.finish_input()
+    plugin.send_digests(force=True)
+    return sent
+
+
+def same_on_both_paths(plugin_module, tmp_path, data: bytes, config_text: str = PLENTY,
+                       chunk: int = 65536) -> list:
+    chunks = [data[i:i + chunk] for i in range(0, len(data), chunk)]
+    reference = run(plugin_module, tmp_path, config_text, chunks, True)
+    fast = run(plugin_module, tmp_path, config_text, chunks, False)
+    assert fast == reference
+    return reference
+
+
+def alerts_of(sent: list) -> list:
+    return [m for m in sent if m[0] == "alert"]
+
+
+# -- the streams
+
+def capture() -> bytes:
+    return (DATA / "captured-raw.log").read_bytes()
+
+
+def avc_before_syscall() -> bytes:
+    """Keyed syscall events whose first record is an AVC (the kernel logs it during the
+    syscall, the SYSCALL record with the key at its exit), some with other events' records
+    between the AVC and the SYSCALL."""
+    flood, noise = keyed(log_bytes("flood"), b"amx-flood"), plain(capture())
+    out = []
+    for i, records in enumerate(flood[:12]):
+        records = restamp(records, 1795690000 + i, 5000 + 10 * i)
+        avc = STAMP_RE.search(records[0]).group(0)
+        line = (b'type=AVC ' + avc + b': avc:  denied  { write } for  pid=4242 comm="touch" '
+                b'name="x" dev="sda1" ino=12 scontext=u:r:t:s0 tcontext=u:r:f:s0 tclass=file '
+                b'permissive=1\n')
+        between = [] if i % 3 == 0 else restamp(noise[i % len(noise)], 1795690000 + i, 5001 + 10 * i)
+        out += [line] + between + records
+    return b"".join(out)
+
+
+def interleaved() -> bytes:
+    """Two streams (two CPUs) whose records alternate one by one: every event overlaps
+    another, keyed ones with plain ones and with each other."""
+    first = [restamp(e, 1795691000 + i, 6000 + 2 * i)
+             for i, e in enumerate(keyed(log_bytes("flood"), b"amx-flood")[:10])]
+    second = [restamp(e, 1795691000 + i, 6001 + 2 * i)
+              for i, e in enumerate((plain(capture())[:5] + keyed(log_bytes("hostile"), b"amx-hostile"))[:10])]
+    a = [line for e in first for line in e]
+    b = [line for e in second for line in e]
+    out = []
+    for i in range(max(len(a), len(b))):
+        out += a[i:i + 1] + b[i:i + 1]
+    return b"".join(out)
+
+
+def long_lines() -> bytes:
+    """Records of 9 to 60 KB (longer than the kernel's 8970-byte limit), with and without
+    a watched key, inside keyed and plain events."""
+    flood = keyed(log_bytes("flood"), b"amx-flood")
+    out = []
+    for i, size in enumerate((9000, 20000, 60000)):
+        records = restamp(flood[i], 1795692000 + i, 7000 + i)
+        stamp = STAMP_RE.search(records[0]).group(0)
+        path = b"type=PATH " + stamp + b": item=9 name=" + b"41" * (size // 2) + b"\n"
+        plain_event = restamp(plain(capture())[0], 1795692000 + i, 7100 + i)
+        records.insert(1, path)
+        plain_event.insert(1, path.replace(stamp, STAMP_RE.search(plain_event[0]).group(0)))
+        out += records + plain_event
+    return b"".join(out)
+
+
+def nul_bytes() -> bytes:
+    flood = keyed(log_bytes("flood"), b"amx-flood")
+    out = []
+    for i in range(4):
+        records = restamp(flood[i], 1795693000 + i, 8000 + i)
+        records[0] = records[0].replace(b'comm="', b'comm="a\0b', 1)
+        if i % 2:
+            records[-1] = b"\0" + records[-1]
+        out += records
+    return b"".join(out)
+
+
+def without_end() -> bytes:
+    """Events whose last-record types (PROCTITLE, EOE) are missing: auparse ends them by
+    the time stamps of later records, the last ones at the end of input."""
+    flood = keyed(log_bytes("flood"), b"amx-flood")
+    noise = plain(capture())
+    out = []
+    for i in range(8):
+        records = [r for r in restamp(flood[i], 1795694000 + i // 3, 9000 + 2 * i)
+                   if not r.startswith(b"type=PROCTITLE")]
+        other = [r for r in restamp(noise[i % len(noise)], 1795694000 + i // 3, 9001 + 2 * i)
+                 if not r.startswith(b"type=PROCTITLE")]
+        out += records + other
+    return b"".join(out)
+
+
+STREAMS = {
+    "capture": capture,
+    "hostile": lambda: log_bytes("hostile"),
+    "multi-key-and-hex": lambda: log_bytes("multi-key", "exec-args", "config-change"),
+    "avc-before-syscall": avc_before_syscall,
+    "interleaved": interleaved,
+    "long-lines": long_lines,
+    "nul-bytes": nul_bytes,
+    "without-end": without_end,
+}
+
+
+@pytest.mark.parametrize("name", sorted(STREAMS))
+def test_both_paths_send_the_same_alerts(plugin_module, tmp_path, name):
+    sent = same_on_both_paths(plugin_module, tmp_path, STREAMS[name]())
+    assert alerts_of(sent), "the stream must hold events that alert"
+
+
+@pytest.mark.parametrize("name", sorted(STREAMS))
+def test_both_paths_send_the_same_digests(plugin_module, tmp_path, name):
+    sent = same_on_both_paths(plugin_module, tmp_path, STREAMS[name](), FEW)
+    if len(alerts_of(same_on_both_paths(plugin_module, tmp_path, STREAMS[name]()))) > 3:
+        assert any(m[0] == "digest" for m in sent)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 100, 4093])
+def test_small_reads_give_the_same_alerts(plugin_module, tmp_path, chunk):
+    data = avc_before_syscall() + interleaved() + without_end()
+    same_on_both_paths(plugin_module, tmp_path, data, chunk=chunk)
+
+
+def test_a_sample_split_at_every_byte_offset(plugin_module, tmp_path):
+    """Two reads, cut at each offset: inside a record, between records, inside the key."""
+    data = b"".join(line for e in events(avc_before_syscall())[:3] for line in e)
+    data += b"".join(line for e in events(interleaved())[:2] for line in e)
+    reference = run(plugin_module, tmp_path, PLENTY, [data], True)
+    assert len(alerts_of(reference)) >= 2
+    for offset in range(1, len(data)):
+        fast = run(plugin_module, tmp_path, PLENTY, [data[:offset], data[offset:]], False)
+        assert fast == reference, f"split at byte {offset}"
+
+
+class Recording:
+    """auparse, with a copy of what it is fed."""
+
+    def __init__(self, au, fed: list) -> None:
+        self.au, self.fed = au, fed
+
+    def feed(self, lines: bytes) -> None:
+        self.fed.append(lines)
+        self.au.feed(lines)
+
+    def __getattr__(self, name: str):
+        return getattr(self.au, name)
+
+
+def test_non_candidates_never_reach_auparse(plugin_module, tmp_path):
+    """The point of it all: of the real capture, auparse gets only the events that may
+    match (and empty lines, which make it hand over an ended event at once); the reference
+    gets every line."""
+    data = capture()
+    fed = {}
+    for feed_everything in (True, False):
+        path = tmp_path / "plugin.conf"
+        path.write_text(PLENTY)
+        plugin = plugin_module.Plugin(plugin_module.load_config(str(path), [], True),
+                                      plugin_module.Log(), True, [])
+        plugin.feed_everything = feed_everything
+        plugin.emit = lambda message: None
+        got = []
+        plugin.au = Recording(plugin.au, got)
+        plugin.sifter.feed = plugin.au.feed
+        plugin.feed(data)
+        plugin.finish_input()
+        fed[feed_everything] = b"".join(got)
+    assert fed[True] == data
+    wanted = [e for e in events(data)
+              if any(w in r for w in (b'key="mailalert_watch"', b'key="mailalert_exec"',
+                                      b"type=CONFIG_CHANGE") for r in e)]
+    records = [line for line in fed[False].splitlines(keepends=True) if line != b"\n"]
+    assert sorted(records) == sorted(r for e in wanted for r in e)
+    assert len(fed[False]) < len(data)
+
+
+def test_the_comparison_sees_one_dropped_record(plugin_module, tmp_path, monkeypatch):
+    """The sensitivity check: a fast path that loses the AVC record of one candidate event
+    (the kind of record that comes before the key) must make the comparison fail."""
+    data = avc_before_syscall()
+    original = plugin_module.EventSifter.sift
+
+    def sift_losing_one_avc(self, lines):
+        if b"type=AVC" in lines and not getattr(self, "lost_one", False):
+            start = lines.index(b"type=AVC")
+            end = lines.index(b"\n", start) + 1
+            lines, self.lost_one = lines[:start] + lines[end:], True
+        original(self, lines)
+
+    monkeypatch.setattr(plugin_module.EventSifter, "sift", sift_losing_one_avc)
+    with pytest.raises(AssertionError):
+        same_on_both_paths(plugin_module, tmp_path, data)
+
+
+def test_always_candidate_types_reach_auparse(plugin_module, tmp_path):
+    """Events with a CONFIG_CHANGE, DAEMON_END or DAEMON_ABORT record reach the handler on
+    both paths, whatever their key (the tamper rule reads them)."""
+    records = [
+        b"type=DAEMON_END msg=audit(1795695000.001:11): op=terminate auid=0 pid=1 subj=unconfined res=success\n",
+        b"type=CONFIG_CHANGE msg=audit(1795695000.002:12): op=set audit_enabled=0 old=1 auid=0 ses=1 res=1\n",
+        (b"type=SYSCALL msg=audit(1795695000.002:12): arch=c000003e syscall=44 success=yes exit=60 "
+         b"items=0 ppid=1 pid=2 auid=0 uid=0 comm=\"auditctl\" exe=\"/usr/sbin/auditctl\" key=(null)\n"),
+        b"type=PROCTITLE msg=audit(1795695000.002:12): proctitle=617564697463746C002D650030\n",
+        b"type=DAEMON_ABORT msg=audit(1795695000.003:13): op=abort auid=0 pid=1 res=failed\n",
+    ]
+    seen = {}
+    for feed_everything in (True, False):
+        path = tmp_path / "plugin.conf"
+        path.write_text(PLENTY)
+        plugin = plugin_module.Plugin(plugin_module.load_config(str(path), [], True),
+                                      plugin_module.Log(), True, [])
+        plugin.feed_everything = feed_everything
+        handled = seen[feed_everything] = []
+        plugin.handle = lambda au, into=handled: into.append(plugin_module.timestamp(au).serial)
+        plugin.feed(b"".join(records) + b"".join(plain(capture())[0]))
+        plugin.finish_input()
+    assert seen[True] == seen[False] == [11, 12, 13]
+
+
+def test_the_buffer_is_bounded_and_falls_back_to_feeding(plugin_module, tmp_path, monkeypatch):
+    """Undecided events past the bound go to auparse: the alert of an event whose key
+    comes after many held records is still there, with all its records."""
+    monkeypatch.setattr(plugin_module, "SIFT_BUFFER_MAX", 4096)
+    flood = keyed(log_bytes("flood"), b"amx-flood")
+    out = []
+    held = [b"type=AVC msg=audit(1795696000.%03d:%d): avc:  denied  { read } for  pid=1 "
+            b"comm=\"x\" name=\"%s\" tclass=file permissive=1\n" % (100 + i, 100 + i, b"n" * 200)
+            for i in range(40)]
+    out += held  # forty events that never end, all held at once
+    out += restamp(flood[0], 1795696000, 100)  # the first of them gets its key
+    data = b"".join(out)
+    sent = same_on_both_paths(plugin_module, tmp_path, data)
+    assert len(alerts_of(sent)) == 1
+    assert "avc:  denied" in alerts_of(sent)[0][5]
