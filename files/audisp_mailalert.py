@@ -1430,6 +1430,7 @@ class Deliverer(threading.Thread):
 
 # Records that can tell of tampering: an event holding one is always read with auparse.
 TAMPER_TYPES = ("CONFIG_CHANGE", "DAEMON_END", "DAEMON_ABORT")
+TAMPER_OPS = ("remove_rule", "set")  # the CONFIG_CHANGE ops that classify() looks at
 UNSET_ID = "4294967295"  # an auid or session that was never set ((unsigned) -1)
 BURST_QUIET = 1.0  # seconds without another rule removal that end a burst (auditctl -D)...
 BURST_MAX = 5.0  # ...and the longest a burst waits for its mail
@@ -1555,12 +1556,19 @@ def weakened_setting(name: str, new: int, old: int) -> Optional[str]:
     return None
 
 
+def change_op(au) -> str:
+    """The op= of the current event's first record, cheaply: most CONFIG_CHANGE events
+    load rules (add_rule), which are no tamper finding and need no further reading."""
+    au.first_record()
+    return _field_str(au).strip('"').replace(" ", "_") if _find(au, "op") else ""
+
+
 def classify(records: List[Record], watched: List[str]) -> Optional[Tamper]:
     """The tamper finding of one event's records, or None. watched: the configured keys."""
     change = next((r for r in records if r.type in TAMPER_TYPES), None)
     if change is None or change.raw.get("res") in ("0", "failed"):
         return None
-    op = change.raw.get("op", "").strip('"').replace(" ", "_")
+    op = change.raw.get("op", "").strip('"').replace(" ", "_")  # as change_op() reads it
     who = _who_short(records)
     found = None
     if change.type == "DAEMON_END":
@@ -2466,7 +2474,7 @@ class Plugin:
         if record_type in TAMPER_TYPES:
             # Loading the watch is no alert; removing it, or switching auditing off, may be
             # a tamper finding.
-            if self.config.tamper is not None:
+            if self.config.tamper is not None and (record_type != "CONFIG_CHANGE" or change_op(au) in TAMPER_OPS):
                 self.handle_tamper(au)
             return
         matches = []
