@@ -56,14 +56,20 @@ def summary(message) -> tuple:
             message["Subject"], message.get_content())
 
 
+def in_process(plugin_module, tmp_path, config_text: str, feed_everything: bool):
+    """The plugin in-process (--print: no spool), on the fast path or the reference path."""
+    path = tmp_path / "plugin.conf"
+    path.write_text(config_text)
+    plugin = plugin_module.Plugin(plugin_module.load_config(str(path), [], True),
+                                  plugin_module.Log(), True, [])
+    plugin.feed_everything = feed_everything
+    return plugin
+
+
 def run(plugin_module, tmp_path, config_text: str, chunks: list, feed_everything: bool) -> list:
     """The plugin in-process, as its main loop drives it, minus delivery: each message it
     would send, summarized, in order."""
-    path = tmp_path / "plugin.conf"
-    path.write_text(config_text)
-    config = plugin_module.load_config(str(path), [], True)
-    plugin = plugin_module.Plugin(config, plugin_module.Log(), True, [])
-    plugin.feed_everything = feed_everything
+    plugin = in_process(plugin_module, tmp_path, config_text, feed_everything)
     sent = []
     plugin.emit = lambda message: sent.append(summary(message))
     for chunk in chunks:
@@ -230,11 +236,7 @@ def test_non_candidates_never_reach_auparse(plugin_module, tmp_path):
     data = capture()
     fed = {}
     for feed_everything in (True, False):
-        path = tmp_path / "plugin.conf"
-        path.write_text(PLENTY)
-        plugin = plugin_module.Plugin(plugin_module.load_config(str(path), [], True),
-                                      plugin_module.Log(), True, [])
-        plugin.feed_everything = feed_everything
+        plugin = in_process(plugin_module, tmp_path, PLENTY, feed_everything)
         plugin.emit = lambda message: None
         got = []
         plugin.au = Recording(plugin.au, got)
@@ -282,11 +284,7 @@ def test_always_candidate_types_reach_auparse(plugin_module, tmp_path):
     ]
     seen = {}
     for feed_everything in (True, False):
-        path = tmp_path / "plugin.conf"
-        path.write_text(PLENTY)
-        plugin = plugin_module.Plugin(plugin_module.load_config(str(path), [], True),
-                                      plugin_module.Log(), True, [])
-        plugin.feed_everything = feed_everything
+        plugin = in_process(plugin_module, tmp_path, PLENTY, feed_everything)
         handled = seen[feed_everything] = []
         plugin.handle = lambda au, into=handled: into.append(plugin_module.timestamp(au).serial)
         plugin.feed(b"".join(records) + b"".join(plain(capture())[0]))
