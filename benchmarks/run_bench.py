@@ -6,7 +6,7 @@ timed from start to EOF-and-exit, CPU time and peak RSS from the child's rusage.
 lines, nothing else), the bare auparse feed loop, the C plugin that normalizes every event
 (benchmarks/normalize_all.c, built by `make bench`), the plugin on its reference path
 (every line to auparse, as before the event sifter) and the plugin. The plugins deliver
-through the sendmail stand-in (tests/plugin/fakes/sendmail) with a realistic rate limit.
+through the sendmail stand-in (tests/audisp_plugin/fakes/sendmail) with a realistic rate limit.
 Then the near-miss corpus (CONFIG_CHANGE events left in) for the C plugin and the plugin,
 and the flood (every event keyed) for both plugin paths: at most max_mails alerts plus
 digests whose held-back counts add up exactly. Prints figures; exits 1 when a target is
@@ -30,7 +30,7 @@ PLUGIN = REPO / "files" / "audisp_mailalert.py"
 BARE = REPO / "benchmarks" / "bare_feed.py"
 FLOOR = REPO / "benchmarks" / "line_floor.py"
 REFERENCE = REPO / "benchmarks" / "plugin_feed_everything.py"
-STANDIN = REPO / "tests" / "plugin" / "fakes" / "sendmail"
+STANDIN = REPO / "tests" / "audisp_plugin" / "fakes" / "sendmail"
 PYTHON = "/usr/bin/python3"  # the plugin's shebang: the interpreter auditd runs it with
 KEYS = "mailalert_watch, mailalert_exec"
 C_TARGET, NEARMISS_C_TARGET, RSS_TARGET_MB = 4.0, 3.0, 40.0  # CPU throughput vs the C plugin

@@ -1,5 +1,5 @@
 # The alert plugin (files/audisp_mailalert.py): Python 3.6 floor checked by vermin, then its
-# pytest suites under tests/plugin (units driven by captured audit logs, faults, fuzz).
+# pytest suites under tests/audisp_plugin (units driven by captured audit logs, faults, fuzz).
 TEST_TARGETS += test-plugin
 
 .PHONY: test-plugin
@@ -8,5 +8,5 @@ PLUGIN_PYTEST_ARGS ?=
 test-plugin: venv
 	@echo "==> plugin: vermin (must run on Python 3.6, RHEL 8)"
 	vermin --no-tips --violations -t=3.6- files/audisp_mailalert.py
-	@echo "==> plugin: pytest tests/plugin"
-	pytest -q -rs -p no:cacheprovider $(PLUGIN_PYTEST_ARGS) tests/plugin
+	@echo "==> plugin: pytest tests/audisp_plugin"
+	pytest -q -rs -p no:cacheprovider $(PLUGIN_PYTEST_ARGS) tests/audisp_plugin

@@ -14,8 +14,8 @@ bench: venv
 	@echo "==> bench: capturing real audit events from this host"
 	mkdir -p $(BENCH_DIR)
 	if ! benchmarks/capture_events.sh $(BENCH_DIR)/captured.log; then \
-	  echo "bench: capture failed; using the committed tests/plugin/data/captured-raw.log"; \
-	  cp tests/plugin/data/captured-raw.log $(BENCH_DIR)/captured.log; \
+	  echo "bench: capture failed; using the committed tests/audisp_plugin/data/captured-raw.log"; \
+	  cp tests/audisp_plugin/data/captured-raw.log $(BENCH_DIR)/captured.log; \
 	fi
 	@echo "==> bench: building the corpora"
 	python benchmarks/make_corpus.py $(BENCH_DIR)/captured.log $(BENCH_DIR) 250000 100000

@@ -54,8 +54,8 @@ fi
 # the host's auditd is left out, and says so.
 make_args=()
 if [ "$target" = test-plugin ]; then
-  make_args=(PLUGIN_PYTEST_ARGS=--deselect=tests/plugin/test_host_auditd.py)
-  log "deselected tests/plugin/test_host_auditd.py: it needs the host's auditd, a container has none"
+  make_args=(PLUGIN_PYTEST_ARGS=--deselect=tests/audisp_plugin/test_host_auditd.py)
+  log "deselected tests/audisp_plugin/test_host_auditd.py: it needs the host's auditd, a container has none"
 fi
 name=audit-mail-alert-bare-$$
 trap 'docker rm -f "$name" >/dev/null 2>&1 || true' EXIT

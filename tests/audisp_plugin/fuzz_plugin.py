@@ -1,6 +1,6 @@
 """Fuzz the real plugin process with mutated and generated audit record lines.
 
-The seeds are the real records captured in tests/plugin/data/*.log. A seeded random stream
+The seeds are the real records captured in tests/audisp_plugin/data/*.log. A seeded random stream
 of well-formed events (given new serials), events with mutated lines (bytes flipped,
 inserted, deleted, duplicated; fields replaced with hex of random bytes; keys set to
 watched ones; time stamps broken), single mutated lines, events interleaved with each
@@ -11,7 +11,7 @@ deadline with nothing logged as an error of the plugin's own, alert the good eve
 its end, and print only messages that parse under email.policy.strict without a defect,
 with the alert's or the digest's headers and nothing else. Peak RSS is sampled.
 
-    python tests/plugin/fuzz_plugin.py [--lines N] [--seed S] [--run-lines N]
+    python tests/audisp_plugin/fuzz_plugin.py [--lines N] [--seed S] [--run-lines N]
 
 prints the figures and exits 1 when a run crashed, hung or printed a bad message (the
 inputs of the failed runs are kept in --keep DIR). test_fuzz.py runs a short seeded run.

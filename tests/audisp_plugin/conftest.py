@@ -32,7 +32,7 @@ mv "$out/.$name.eml" "$out/$name.eml"
 
 
 def log_bytes(*names: str) -> bytes:
-    """The concatenated captured logs (tests/plugin/data/NAME.log)."""
+    """The concatenated captured logs (tests/audisp_plugin/data/NAME.log)."""
     return b"".join((DATA / (name + ".log")).read_bytes() for name in names)
 
 

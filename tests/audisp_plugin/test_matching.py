@@ -1,6 +1,6 @@
 """Which events raise an alert: exact key matches (several keys of one rule split on \\x01),
 never a substring, never the CONFIG_CHANGE of loading the watch itself. Input: audit logs
-captured on this host's kernel (tests/plugin/capture_logs.sh)."""
+captured on this host's kernel (tests/audisp_plugin/capture_logs.sh)."""
 
 import pytest
 from conftest import events_with_key, log_bytes, print_messages

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Re-creates the audit logs under tests/plugin/data/ from this machine's kernel and auditd.
+# Re-creates the audit logs under tests/audisp_plugin/data/ from this machine's kernel and auditd.
 # Each scenario loads a watch with its own key, does the real thing (files with hostile
 # names, a watched program run with hostile arguments), and saves `LC_ALL=C ausearch --raw -k KEY`,
 # the same input an admin would test a config with. Run as root; holds the host lock.
