@@ -47,7 +47,7 @@ def main() -> None:
     config = plugin_module.load_config(config_path, [], True)
     plugin = plugin_module.Plugin(config, plugin_module.Log(), True, [])
     mails = []
-    plugin.emit = mails.append
+    plugin.outbox.put = mails.append
     sifter = plugin.sifter
     sifter.run_re = Timed(sifter.run_re, "run regex (drops contiguous ended events)", spent)
     sifter.feed = Timed(sifter.feed, "auparse and the handling of fed events", spent)

@@ -1424,6 +1424,70 @@ class Deliverer(threading.Thread):
             self.status.changed = True
 
 
+class Outbox:
+    """Where an accepted message goes: into the spool, and its name to the delivery worker;
+    with --print (print_only), to stdout in mbox format instead (no spool, no worker). The
+    reading thread never waits for mail: when the spool cannot take a message, the worker
+    holds it in memory (Deliverer.hold); beyond that bound it is lost, and counted."""
+
+    def __init__(self, spool: Spool, status: Status, log: Log, print_only: bool) -> None:
+        self.spool = spool
+        self.status = status
+        self.log = log
+        self.print_only = print_only
+        self.deliverer = None  # type: Optional[Deliverer]
+
+    def open(self, config: Config) -> None:
+        """Prepare the spool and start the delivery worker (OSError: the spool is unusable)."""
+        if self.print_only:
+            return
+        self.spool.prepare()
+        self.status.bad = self.spool.bad_count
+        self.deliverer = Deliverer(self.spool, self.status, self.log, config)
+        self.deliverer.start()
+
+    def reconfigure(self, config: Config) -> None:
+        if self.deliverer:
+            self.deliverer.config = config
+
+    def put(self, message: EmailMessage) -> None:
+        data = message.as_bytes(policy=WIRE_POLICY)
+        if self.print_only:
+            out = sys.stdout.buffer
+            out.write(f"From {PROG} {time.asctime()}\n".encode())
+            out.write(message.as_bytes(policy=WIRE_POLICY.clone(mangle_from_=True)))
+            out.write(b"\n")
+            out.flush()
+            return
+        try:
+            name = self.spool.add(data)
+        except OSError as err:
+            self._hold(data, err)
+            return
+        if self.deliverer:
+            self.deliverer.submit(name)
+
+    def _hold(self, data: bytes, err: OSError) -> None:
+        """The spool cannot take an alert (disk full, read-only): the worker gets it in
+        memory, so that this thread never waits for mail; beyond that bound it is lost."""
+        if self.deliverer and self.deliverer.hold(data):
+            self.log.error(f"cannot spool an alert ({err}); it is held in memory for delivery")
+            return
+        self.log.error(f"cannot spool an alert ({err}), and {UNSPOOLED_MAX} alerts or "
+                       f"{UNSPOOLED_MAX_BYTES >> 20} MB are held in memory already: it is dropped")
+        with self.status.lock:
+            self.status.dropped += 1
+            self.status.changed = True
+
+    def close(self, timeout: int) -> None:
+        """At exit: the worker gets a last chance to deliver (at least SHUTDOWN_DELIVERY
+        seconds); what it cannot stays in the spool for the next start."""
+        if self.deliverer:
+            budget = max(timeout, SHUTDOWN_DELIVERY)
+            self.deliverer.stop(time.monotonic() + budget)
+            self.deliverer.join(budget + timeout + 1)
+
+
 # ---------------------------------------------------------------------------------------
 # Tamper alerts: the changes by which auditing, or this plugin, is switched off
 # (docs/plugin.md, "Tamper alerts").
@@ -2239,7 +2303,7 @@ class Plugin:
         self.stop_requested = False
         self.reload_requested = False
         self.spool = Spool(config.spool_dir)
-        self.deliverer = None  # type: Optional[Deliverer]
+        self.outbox = Outbox(self.spool, self.status, log, print_only)
         self.signals = None  # type: Optional[SignalWatcher]
         self.stop_sender = None  # type: Optional[tuple]  # (pid, uid) of the SIGTERM's sender
         self.stop_time = 0.0
@@ -2270,14 +2334,6 @@ class Plugin:
         self.sifter = EventSifter(self.pattern, self.au.feed, self._mark_candidate)
 
     # -- setup and signals
-    def start(self) -> None:
-        if self.print_only:
-            return
-        self.spool.prepare()
-        self.status.bad = self.spool.bad_count
-        self.deliverer = Deliverer(self.spool, self.status, self.log, self.config)
-        self.deliverer.start()
-
     def reload(self) -> None:
         try:
             config = load_config(self.config.path, self.arg_keys, self.config.required)
@@ -2290,8 +2346,7 @@ class Plugin:
         self.config = config
         self.send_digests()  # a rule that is gone reports what it held back
         self.pattern = key_pattern(config.rules, config.tamper is not None)
-        if self.deliverer:
-            self.deliverer.config = config
+        self.outbox.reconfigure(config)
         self.status.changed = True
         self.log.info(f"config reloaded: {len(config.rules)} rules")
 
@@ -2299,7 +2354,7 @@ class Plugin:
     def run(self, stdin_fd: int = 0) -> int:
         wake_read = self._handle_signals()
         try:
-            self.start()
+            self.outbox.open(self.config)
         except OSError as err:
             self.log.error(f"cannot use the spool directory {self.spool.dir}: {err}")
             return 1
@@ -2492,7 +2547,7 @@ class Plugin:
     def accept(self, rule: Rule, key: str, event: Event, token: Optional[str]) -> None:
         """Rate-limit, compose, and spool (or print) one alert."""
         if self.admit(rule, (event.subject, event.action, event.object), token):
-            self.emit(compose_alert(self.config, rule, key, event, token))
+            self.outbox.put(compose_alert(self.config, rule, key, event, token))
 
     def admit(self, rule: Rule, group: Tuple[str, str, str], token: Optional[str]) -> bool:
         """Whether the rule may mail now (RateLimiter). Verification mails are neither
@@ -2536,42 +2591,13 @@ class Plugin:
     def report_tamper(self, finding: Tamper) -> None:
         rule = self.config.tamper
         if rule is not None and self.admit(rule, (finding.who, finding.kind, finding.summary), finding.token):
-            self.emit(compose_tamper(self.config, rule, finding))
+            self.outbox.put(compose_tamper(self.config, rule, finding))
 
     def send_digests(self, force: bool = False) -> None:
         """Mail the digests that are due (all of them when forced, at exit)."""
         for digest in self.limiter.digests(self.config.all_rules(), time.time(), force):
-            self.emit(compose_digest(self.config, digest.rule, digest.held, digest.window_end))
+            self.outbox.put(compose_digest(self.config, digest.rule, digest.held, digest.window_end))
             self.log.info(f"rule {digest.rule.name}: digest of {digest.held.total} held-back events")
-            self.status.changed = True
-
-    def emit(self, message: EmailMessage) -> None:
-        data = message.as_bytes(policy=WIRE_POLICY)
-        if self.print_only:
-            out = sys.stdout.buffer
-            out.write(f"From {PROG} {time.asctime()}\n".encode())
-            out.write(message.as_bytes(policy=WIRE_POLICY.clone(mangle_from_=True)))
-            out.write(b"\n")
-            out.flush()
-            return
-        try:
-            name = self.spool.add(data)
-        except OSError as err:
-            self._hold(data, err)
-            return
-        if self.deliverer:
-            self.deliverer.submit(name)
-
-    def _hold(self, data: bytes, err: OSError) -> None:
-        """The spool cannot take an alert (disk full, read-only): the worker gets it in
-        memory, so that this thread never waits for mail; beyond that bound it is lost."""
-        if self.deliverer and self.deliverer.hold(data):
-            self.log.error(f"cannot spool an alert ({err}); it is held in memory for delivery")
-            return
-        self.log.error(f"cannot spool an alert ({err}), and {UNSPOOLED_MAX} alerts or "
-                       f"{UNSPOOLED_MAX_BYTES >> 20} MB are held in memory already: it is dropped")
-        with self.status.lock:
-            self.status.dropped += 1
             self.status.changed = True
 
     def write_status(self, force: bool = False) -> None:
@@ -2615,10 +2641,7 @@ class Plugin:
         if self.config.tamper is not None:
             self.tamper.at_exit(self.stop_sender, self.stop_time or time.time())
         self.send_digests(force=True)
-        if self.deliverer:
-            budget = max(self.config.timeout, SHUTDOWN_DELIVERY)
-            self.deliverer.stop(time.monotonic() + budget)
-            self.deliverer.join(budget + self.config.timeout + 1)
+        self.outbox.close(self.config.timeout)
         self.write_status(force=True)
         self.log.info("stopped")
 

@@ -71,7 +71,7 @@ def run(plugin_module, tmp_path, config_text: str, chunks: list, feed_everything
     would send, summarized, in order."""
     plugin = in_process(plugin_module, tmp_path, config_text, feed_everything)
     sent = []
-    plugin.emit = lambda message: sent.append(summary(message))
+    plugin.outbox.put = lambda message: sent.append(summary(message))
     for chunk in chunks:
         plugin.feed(chunk)
     plugin.finish_input()
@@ -237,7 +237,7 @@ def test_non_candidates_never_reach_auparse(plugin_module, tmp_path):
     fed = {}
     for feed_everything in (True, False):
         plugin = in_process(plugin_module, tmp_path, PLENTY, feed_everything)
-        plugin.emit = lambda message: None
+        plugin.outbox.put = lambda message: None
         got = []
         plugin.au = Recording(plugin.au, got)
         plugin.sifter.feed = plugin.au.feed

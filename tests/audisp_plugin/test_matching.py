@@ -79,7 +79,7 @@ def test_input_split_anywhere_gives_the_same_alerts(plugin_module, tmp_path):
     def alerts(chunk_size):
         plugin = plugin_module.Plugin(config, plugin_module.Log(), True, [])
         seen = []
-        plugin.emit = lambda message: seen.append(message["X-Audit-Event"])
+        plugin.outbox.put = lambda message: seen.append(message["X-Audit-Event"])
         for start in range(0, len(data), chunk_size):
             plugin.feed(data[start:start + chunk_size])
         plugin.finish_input()

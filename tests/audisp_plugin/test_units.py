@@ -73,7 +73,7 @@ def test_prefilter_false_positive_is_rejected_by_the_exact_match(plugin_module, 
     handled, mailed = [], []
     original = plugin.handle
     plugin.handle = lambda au: (handled.append(1), original(au))
-    plugin.emit = mailed.append
+    plugin.outbox.put = mailed.append
     plugin.feed(lines)
     plugin.au.flush_feed()
     assert handled == [1], "the pre-filter lets the look-alike through"
@@ -131,7 +131,7 @@ def test_raw_nul_before_the_key_does_not_hide_the_event(plugin_module):
     config.rules = [plugin_module.Rule("r", ["alert"], ["root"], 10, 60)]
     plugin = plugin_module.Plugin(config, plugin_module.Log(), True, [])
     mailed = []
-    plugin.emit = mailed.append
+    plugin.outbox.put = mailed.append
     plugin.feed(record)
     plugin.au.flush_feed()
     assert len(mailed) == 1
@@ -148,7 +148,7 @@ def test_a_stale_errno_does_not_make_the_event_skipped(plugin_module):
     config.rules = [plugin_module.Rule("r", ["amx-flood"], ["root"], 1000, 60)]
     plugin = plugin_module.Plugin(config, plugin_module.Log(), True, [])
     mailed = []
-    plugin.emit = mailed.append
+    plugin.outbox.put = mailed.append
     original = plugin.handle
 
     def handle_after_a_failed_open(au):
