@@ -1210,6 +1210,38 @@ class Status:
             }
 
 
+class StatusFile:
+    """Writes status.json (Spool.write_status) from Status and the rate limiter's rows when
+    something changed, at most every STATUS_INTERVAL seconds; a failure to write it is
+    logged once and retried at the next tick. With --print (print_only) there is none."""
+
+    def __init__(self, spool: Spool, status: Status, log: Log, print_only: bool) -> None:
+        self.spool = spool
+        self.status = status
+        self.log = log
+        self.print_only = print_only
+        self.written = 0.0
+        self.error = None  # type: Optional[str]  # the last failure to write it
+
+    def write(self, limiter: "RateLimiter", rules: List[Rule], force: bool = False) -> None:
+        if self.print_only:
+            return
+        now = time.time()
+        if not force and (not self.status.changed or now - self.written < STATUS_INTERVAL):
+            return
+        document = self.status.document(now, {rule.name: limiter.row(rule) for rule in rules})
+        self.written = now
+        try:
+            self.spool.write_status(document)
+        except OSError as err:
+            self.status.changed = True  # try again at the next tick; say so once
+            if str(err) != self.error:
+                self.log.error(f"cannot write {self.spool.status_path}: {err}")
+            self.error = str(err)
+            return
+        self.error = None
+
+
 class Deliverer(threading.Thread):
     """The delivery worker: takes spooled names from a bounded queue and delivers them.
     A failure pauses all delivery (the transport is likely down) for retry_min seconds,
@@ -2298,12 +2330,11 @@ class Plugin:
         self.partial = b""  # the start of a line whose end has not come yet
         self.skipping = False  # inside a line longer than MAX_LINE: drop up to its end
         self.status = Status()
-        self.status_written = 0.0
-        self.status_error = None  # type: Optional[str]  # the last failure to write it
         self.stop_requested = False
         self.reload_requested = False
         self.spool = Spool(config.spool_dir)
         self.outbox = Outbox(self.spool, self.status, log, print_only)
+        self.status_file = StatusFile(self.spool, self.status, log, print_only)
         self.signals = None  # type: Optional[SignalWatcher]
         self.stop_sender = None  # type: Optional[tuple]  # (pid, uid) of the SIGTERM's sender
         self.stop_time = 0.0
@@ -2418,7 +2449,7 @@ class Plugin:
         self.au.feed_age_events()
         self.tamper.tick()
         self.send_digests()
-        self.write_status()
+        self.status_file.write(self.limiter, self.config.all_rules())
 
     def feed(self, data: bytes) -> None:
         """Hand auparse the complete lines of a chunk (at most MAX_LINE bytes each: a longer
@@ -2600,25 +2631,6 @@ class Plugin:
             self.log.info(f"rule {digest.rule.name}: digest of {digest.held.total} held-back events")
             self.status.changed = True
 
-    def write_status(self, force: bool = False) -> None:
-        if self.print_only:
-            return
-        now = time.time()
-        if not force and (not self.status.changed or now - self.status_written < STATUS_INTERVAL):
-            return
-        document = self.status.document(
-            now, {rule.name: self.limiter.row(rule) for rule in self.config.all_rules()})
-        self.status_written = now
-        try:
-            self.spool.write_status(document)
-        except OSError as err:
-            self.status.changed = True  # try again at the next tick; say so once
-            if str(err) != self.status_error:
-                self.log.error(f"cannot write {self.spool.status_path}: {err}")
-            self.status_error = str(err)
-            return
-        self.status_error = None
-
     def _drain(self, stdin_fd: int) -> None:
         """Read what is left on stdin, up to EOF or for at most EXIT_DRAIN seconds."""
         deadline = time.monotonic() + EXIT_DRAIN
@@ -2642,7 +2654,7 @@ class Plugin:
             self.tamper.at_exit(self.stop_sender, self.stop_time or time.time())
         self.send_digests(force=True)
         self.outbox.close(self.config.timeout)
-        self.write_status(force=True)
+        self.status_file.write(self.limiter, self.config.all_rules(), force=True)
         self.log.info("stopped")
 
 
