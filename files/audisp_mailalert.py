@@ -1796,29 +1796,54 @@ class KernelAuditStatus:
 class SignalWatcher(threading.Thread):
     """HUP, TERM and INT stay blocked in every thread; this one takes them with sigwaitinfo,
     which, unlike a handler, tells who sent each (a kill of the plugin is a tamper finding).
-    It wakes the main loop through a pipe."""
+    It wakes the main loop through a pipe (wake_fd); the main loop then calls take(), which
+    turns what came into requests: a reload (HUP), or the stop (TERM, INT) and its sender."""
 
-    def __init__(self, wake_fd: int) -> None:
+    def __init__(self) -> None:
         super().__init__(name="signals", daemon=True)
-        self.wake_fd = wake_fd
         self.received = queue.Queue()  # type: queue.Queue
+        self.wake_fd = -1  # the pipe's end the main loop waits on (start() opens it)
+        self.wake_write = -1
+        self.stop_requested = False
+        self.stop_sender = None  # type: Optional[tuple]  # (pid, uid) of the SIGTERM's sender
+        self.stop_time = 0.0
+
+    def start(self) -> None:
+        """Block the signals (one that came since start-up is taken now) and start taking
+        them. Before any other thread or child: they inherit the mask."""
+        signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)  # main() did, a test may not
+        self.wake_fd, self.wake_write = os.pipe()
+        os.set_blocking(self.wake_fd, False)
+        os.set_blocking(self.wake_write, False)
+        super().start()
 
     def run(self) -> None:
         while True:
             self.received.put(signal.sigwaitinfo(HELD_SIGNALS))
             try:
-                os.write(self.wake_fd, b"s")
+                os.write(self.wake_write, b"s")
             except BlockingIOError:  # the pipe is full: the main loop is awake anyway
                 pass
 
-    def take(self) -> list:
-        """The signals received since the last call."""
-        taken = []
+    def take(self) -> bool:
+        """wake_fd woke the main loop: note the signals received since the last call.
+        True when a HUP came (reload the config); a stop sets stop_requested."""
+        try:
+            os.read(self.wake_fd, 512)
+        except BlockingIOError:
+            pass
+        reload = False
         while True:
             try:
-                taken.append(self.received.get_nowait())
+                info = self.received.get_nowait()
             except queue.Empty:
-                return taken
+                return reload
+            if info.si_signo == signal.SIGHUP:
+                reload = True
+            elif not self.stop_requested:
+                self.stop_requested = True
+                self.stop_sender = (info.si_pid, info.si_uid)
+                self.stop_time = time.time()
 
 
 class TamperWatch:
@@ -2330,14 +2355,10 @@ class Plugin:
         self.partial = b""  # the start of a line whose end has not come yet
         self.skipping = False  # inside a line longer than MAX_LINE: drop up to its end
         self.status = Status()
-        self.stop_requested = False
-        self.reload_requested = False
         self.spool = Spool(config.spool_dir)
         self.outbox = Outbox(self.spool, self.status, log, print_only)
         self.status_file = StatusFile(self.spool, self.status, log, print_only)
-        self.signals = None  # type: Optional[SignalWatcher]
-        self.stop_sender = None  # type: Optional[tuple]  # (pid, uid) of the SIGTERM's sender
-        self.stop_time = 0.0
+        self.signals = SignalWatcher()
         # auditd hands its plugins one end of a socket pair; a test or `cat log |` a pipe.
         self.under_auditd = not print_only and stat.S_ISSOCK(_fstat_mode(0))
         self.tamper = TamperWatch(self.report_tamper, self.suppressed, self.under_auditd, log)
@@ -2383,7 +2404,7 @@ class Plugin:
 
     # -- the main loop
     def run(self, stdin_fd: int = 0) -> int:
-        wake_read = self._handle_signals()
+        self.signals.start()
         try:
             self.outbox.open(self.config)
         except OSError as err:
@@ -2392,47 +2413,20 @@ class Plugin:
         self.log.info("started: {} rules, transport {}{}".format(
             len(self.config.rules), self.config.transport, " (print only)" if self.print_only else ""))
         try:
-            while not self.stop_requested:
-                readable = select.select([stdin_fd, wake_read], [], [], TICK)[0]
-                if wake_read in readable:
-                    try:
-                        os.read(wake_read, 512)
-                    except BlockingIOError:
-                        pass
-                    self._take_signals()
+            while not self.signals.stop_requested:
+                readable = select.select([stdin_fd, self.signals.wake_fd], [], [], TICK)[0]
+                reload = self.signals.wake_fd in readable and self.signals.take()
                 if stdin_fd in readable:
                     data = os.read(stdin_fd, READ_SIZE)
                     if not data:
                         break
                     self.guarded(self.feed, data)
-                if self.reload_requested:
-                    self.reload_requested = False
+                if reload:
                     self.guarded(self.reload)
                 self.guarded(self.tick)
         finally:
             self.shutdown(stdin_fd)
         return 0
-
-    def _handle_signals(self) -> int:
-        """Start the thread that takes the signals, which stay blocked in every thread (one
-        that came since start-up is taken now). Before any other thread or child: they
-        inherit the mask. Returns the pipe end that wakes the main loop when a signal comes."""
-        signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)  # main() did, a test may not
-        wake_read, wake_write = os.pipe()
-        os.set_blocking(wake_read, False)
-        os.set_blocking(wake_write, False)
-        self.signals = SignalWatcher(wake_write)
-        self.signals.start()
-        return wake_read
-
-    def _take_signals(self) -> None:
-        for info in self.signals.take():
-            if info.si_signo == signal.SIGHUP:
-                self.reload_requested = True
-            elif not self.stop_requested:
-                self.stop_requested = True
-                self.stop_sender = (info.si_pid, info.si_uid)
-                self.stop_time = time.time()
 
     def guarded(self, step, *args) -> None:
         """Run one step of the loop; an unexpected error is logged, the plugin goes on
@@ -2647,11 +2641,11 @@ class Plugin:
         """EOF or SIGTERM: finish the events auparse holds, say whether the end is a tamper
         finding, digest every window, then give the worker a last chance to deliver; what
         it cannot stays in the spool."""
-        if self.stop_sender is not None and self.under_auditd:
+        if self.signals.stop_sender is not None and self.under_auditd:
             self._drain(stdin_fd)  # a stopping auditd sends DAEMON_END just before SIGTERM
         self.finish_input()
         if self.config.tamper is not None:
-            self.tamper.at_exit(self.stop_sender, self.stop_time or time.time())
+            self.tamper.at_exit(self.signals.stop_sender, self.signals.stop_time or time.time())
         self.send_digests(force=True)
         self.outbox.close(self.config.timeout)
         self.status_file.write(self.limiter, self.config.all_rules(), force=True)
