@@ -1848,12 +1848,16 @@ class SignalWatcher(threading.Thread):
 
 class TamperWatch:
     """Turns tamper records, the end of the plugin and the kernel's lost-events counter into
-    findings. report(tamper) gets each, suppressed(tamper) says whether it is the role's own
-    work (the maintenance marker); the plugin owns both."""
+    findings, and hands each to report(tamper) (the plugin rate-limits and mails it) unless
+    it is the role's own work: then it is logged and counted, not mailed. With --print
+    (print_only) no finding carries a verification token, and none is the role's work."""
 
-    def __init__(self, report, suppressed, under_auditd: bool, log: Log) -> None:
+    def __init__(self, report, spool: Spool, status: Status, print_only: bool, under_auditd: bool,
+                 log: Log) -> None:
         self.report = report
-        self.suppressed = suppressed
+        self.spool = spool
+        self.status = status
+        self.print_only = print_only
         self.under_auditd = under_auditd
         self.log = log
         self.burst = None  # type: Optional[RemovalBurst]
@@ -1872,6 +1876,35 @@ class TamperWatch:
         except OSError as err:
             self.kernel = None
             self.log.warning(f"cannot read the kernel's audit status (lost events are not reported): {err}")
+
+    def read(self, au, rules: List[Rule]) -> None:
+        """The tamper finding of this event's records, if any, stamped with its time and id."""
+        records = read_records(au)
+        finding = classify(records, [k for rule in rules for k in rule.keys])
+        if finding is None:
+            return
+        stamp = timestamp(au)
+        finding.when = stamp.sec + stamp.milli / 1000.0
+        node = next((r.raw["node"] for r in records if "node" in r.raw), HOSTNAME)
+        finding.event_id = f"{stamp.sec}.{stamp.milli:03d}:{stamp.serial}@{node}"
+        ppid = next((r.raw["ppid"] for r in records if "ppid" in r.raw), "")
+        finding.token = self.spool.verify_token(ppid, self.log) if ppid and not self.print_only else None
+        self.observe(finding)
+
+    def suppressed(self, finding: Tamper) -> bool:
+        """Whether a finding is the role's own work: its time lies in the window of the
+        maintenance marker (Spool.maintenance). Then it is logged and counted, not mailed."""
+        if self.print_only:
+            return False
+        window = self.spool.maintenance(self.log)
+        if window is None or not window[0] - MAINTENANCE_EARLY <= finding.when <= window[1] + MAINTENANCE_LATE:
+            return False
+        self.log.info(f"tamper finding {finding.kind} during the role's maintenance, not mailed: "
+                      f"{finding.summary or ', '.join(sorted(finding.removed))}")
+        with self.status.lock:
+            self.status.tamper_suppressed += 1
+            self.status.changed = True
+        return True
 
     def observe(self, tamper: Tamper) -> None:
         """A finding from the audit stream."""
@@ -2361,7 +2394,8 @@ class Plugin:
         self.signals = SignalWatcher()
         # auditd hands its plugins one end of a socket pair; a test or `cat log |` a pipe.
         self.under_auditd = not print_only and stat.S_ISSOCK(_fstat_mode(0))
-        self.tamper = TamperWatch(self.report_tamper, self.suppressed, self.under_auditd, log)
+        self.tamper = TamperWatch(self.report_tamper, self.spool, self.status, print_only,
+                                  self.under_auditd, log)
         self.au = auparse.AuParser(auparse.AUSOURCE_FEED, None)
         if hasattr(self.au, "set_eoe_timeout"):
             self.au.set_eoe_timeout(EOE_TIMEOUT)
@@ -2555,7 +2589,7 @@ class Plugin:
             # Loading the watch is no alert; removing it, or switching auditing off, may be
             # a tamper finding.
             if self.config.tamper is not None and (record_type != "CONFIG_CHANGE" or change_op(au) in TAMPER_OPS):
-                self.handle_tamper(au)
+                self.tamper.read(au, self.config.rules)
             return
         matches = []
         for rule in self.config.rules:
@@ -2584,36 +2618,8 @@ class Plugin:
         self.send_digests()
         return admitted
 
-    def handle_tamper(self, au) -> None:
-        """A tamper finding from the records of this event, stamped with its time and id."""
-        records = read_records(au)
-        finding = classify(records, [k for rule in self.config.rules for k in rule.keys])
-        if finding is None:
-            return
-        stamp = timestamp(au)
-        finding.when = stamp.sec + stamp.milli / 1000.0
-        node = next((r.raw["node"] for r in records if "node" in r.raw), HOSTNAME)
-        finding.event_id = f"{stamp.sec}.{stamp.milli:03d}:{stamp.serial}@{node}"
-        ppid = next((r.raw["ppid"] for r in records if "ppid" in r.raw), "")
-        finding.token = self.spool.verify_token(ppid, self.log) if ppid and not self.print_only else None
-        self.tamper.observe(finding)
-
-    def suppressed(self, finding: Tamper) -> bool:
-        """Whether a finding is the role's own work: its time lies in the window of the
-        maintenance marker (Spool.maintenance). Then it is logged and counted, not mailed."""
-        if self.print_only:
-            return False
-        window = self.spool.maintenance(self.log)
-        if window is None or not window[0] - MAINTENANCE_EARLY <= finding.when <= window[1] + MAINTENANCE_LATE:
-            return False
-        self.log.info(f"tamper finding {finding.kind} during the role's maintenance, not mailed: "
-                      f"{finding.summary or ', '.join(sorted(finding.removed))}")
-        with self.status.lock:
-            self.status.tamper_suppressed += 1
-            self.status.changed = True
-        return True
-
     def report_tamper(self, finding: Tamper) -> None:
+        """TamperWatch's report: a finding is accepted as an alert is, under the tamper rule."""
         rule = self.config.tamper
         if rule is not None and self.admit(rule, (finding.who, finding.kind, finding.summary), finding.token):
             self.outbox.put(compose_tamper(self.config, rule, finding))
