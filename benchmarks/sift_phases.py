@@ -60,7 +60,7 @@ def main() -> None:
         data = os.read(descriptor, plugin_module.READ_SIZE)
         if not data:
             break
-        plugin.feed(data)
+        plugin.framer.feed(data)
     plugin.finish_input()
     total = time.process_time() - started
     spent["reading, lines, the rest of the sifter"] = total - sum(

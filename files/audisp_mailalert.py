@@ -2079,6 +2079,80 @@ class RateLimiter:
 
 
 # ---------------------------------------------------------------------------------------
+# Framing the input: the stream comes in chunks of any size; the sifter takes whole lines.
+
+class LineFramer:
+    """Cuts the chunks read from stdin into whole lines and hands them on (`lines(bytes)`):
+    a line that a chunk's end cuts waits for its rest; a line longer than MAX_LINE is dropped
+    (no audit record is: a longer one, from a saved log of unknown origin, would be buffered
+    whole by auparse) and counted in Status.long_lines; a NUL byte becomes ^@."""
+
+    def __init__(self, lines, status: Status, log: Log) -> None:
+        self.lines = lines
+        self.status = status
+        self.log = log
+        self.partial = b""  # the start of a line whose end has not come yet
+        self.skipping = False  # inside a line longer than MAX_LINE: drop up to its end
+
+    def feed(self, data: bytes) -> None:
+        """One chunk, as read."""
+        if b"\0" in data:
+            # auparse ends a record at a NUL byte, which would hide a key= after it; the
+            # kernel never writes one raw, so only hostile input has it: show it as ^@.
+            data = data.replace(b"\0", b"^@")
+        if self.skipping:
+            end = data.find(b"\n")
+            if end < 0:
+                return
+            self.skipping = False
+            data = data[end + 1:]
+        last = data.rfind(b"\n")
+        if last < 0:
+            self._keep_partial(data)
+            return
+        start = 0
+        if self.partial:  # the line begun in an earlier chunk ends here
+            start = data.find(b"\n") + 1
+            self._hand_on(self.partial + data[:start])
+            self.partial = b""
+        self._hand_on(data[start:last + 1])  # the chunk itself when it is all whole lines
+        self._keep_partial(data[last + 1:])
+
+    def finish(self) -> None:
+        """End of input: a last line without its newline still counts."""
+        if self.partial:
+            self._hand_on(self.partial + b"\n")
+            self.partial = b""
+
+    def _hand_on(self, lines: bytes) -> None:
+        """Hand on complete lines, leaving out those longer than MAX_LINE."""
+        if len(lines) > MAX_LINE:  # else none of them can be that long
+            kept = [line for line in lines.split(b"\n")[:-1] if len(line) <= MAX_LINE]
+            self._count_long_lines(lines.count(b"\n") - len(kept))
+            lines = b"".join(line + b"\n" for line in kept)
+        if lines:
+            self.lines(lines)
+
+    def _keep_partial(self, data: bytes) -> None:
+        if len(self.partial) + len(data) > MAX_LINE:
+            self.partial = b""
+            self.skipping = True
+            self._count_long_lines(1)
+        else:
+            self.partial += data
+
+    def _count_long_lines(self, count: int) -> None:
+        """One log line for the first; status.json (and the log at exit) has the count."""
+        if not count:
+            return
+        if not self.status.long_lines:
+            self.log.warning(f"dropped a line longer than {MAX_LINE} bytes (no audit record is); "
+                             "the others are only counted (long_lines in status.json)")
+        self.status.long_lines += count
+        self.status.changed = True
+
+
+# ---------------------------------------------------------------------------------------
 # Sifting the audit stream: only the records of events that may match reach auparse.
 #
 # auparse groups records into events by their time stamp (node, seconds, milliseconds,
@@ -2385,8 +2459,6 @@ class Plugin:
         self.pattern = key_pattern(config.rules, config.tamper is not None)
         self.candidates = OrderedDict()  # type: OrderedDict  # serial -> None
         self.limiter = RateLimiter()
-        self.partial = b""  # the start of a line whose end has not come yet
-        self.skipping = False  # inside a line longer than MAX_LINE: drop up to its end
         self.status = Status()
         self.spool = Spool(config.spool_dir)
         self.outbox = Outbox(self.spool, self.status, log, print_only)
@@ -2418,6 +2490,7 @@ class Plugin:
         # them (FEED_EVERYTHING, the reference for the differential test and `make bench`).
         self.feed_everything = FEED_EVERYTHING
         self.sifter = EventSifter(self.pattern, self.au.feed, self._mark_candidate)
+        self.framer = LineFramer(self._feed_lines, self.status, log)
 
     # -- setup and signals
     def reload(self) -> None:
@@ -2454,7 +2527,7 @@ class Plugin:
                     data = os.read(stdin_fd, READ_SIZE)
                     if not data:
                         break
-                    self.guarded(self.feed, data)
+                    self.guarded(self.framer.feed, data)
                 if reload:
                     self.guarded(self.reload)
                 self.guarded(self.tick)
@@ -2479,64 +2552,14 @@ class Plugin:
         self.send_digests()
         self.status_file.write(self.limiter, self.config.all_rules())
 
-    def feed(self, data: bytes) -> None:
-        """Hand auparse the complete lines of a chunk (at most MAX_LINE bytes each: a longer
-        one, from a saved log of unknown origin, would be buffered whole by auparse), after
-        noting the serials of records whose key looks watched."""
-        if b"\0" in data:
-            # auparse ends a record at a NUL byte, which would hide a key= after it; the
-            # kernel never writes one raw, so only hostile input has it: show it as ^@.
-            data = data.replace(b"\0", b"^@")
-        if self.skipping:
-            end = data.find(b"\n")
-            if end < 0:
-                return
-            self.skipping = False
-            data = data[end + 1:]
-        last = data.rfind(b"\n")
-        if last < 0:
-            self._keep_partial(data)
-            return
-        start = 0
-        if self.partial:  # the line begun in an earlier chunk ends here
-            start = data.find(b"\n") + 1
-            self._feed_lines(self.partial + data[:start])
-            self.partial = b""
-        self._feed_lines(data[start:last + 1])  # the chunk itself when it is all whole lines
-        self._keep_partial(data[last + 1:])
-
     def _feed_lines(self, lines: bytes) -> None:
-        """Scan and feed complete lines, leaving out those longer than MAX_LINE."""
-        if len(lines) > MAX_LINE:  # else none of them can be that long
-            kept = [line for line in lines.split(b"\n")[:-1] if len(line) <= MAX_LINE]
-            self._count_long_lines(lines.count(b"\n") - len(kept))
-            lines = b"".join(line + b"\n" for line in kept)
-        if not lines:
-            return
+        """Scan and feed complete lines (from the LineFramer: none longer than MAX_LINE)."""
         if self.feed_everything:
             self._scan(lines, 0, len(lines))
             self.au.feed(lines)
         else:
             self.sifter.pattern = self.pattern  # a reload may have changed the keys
             self.sifter.sift(lines)
-
-    def _keep_partial(self, data: bytes) -> None:
-        if len(self.partial) + len(data) > MAX_LINE:
-            self.partial = b""
-            self.skipping = True
-            self._count_long_lines(1)
-        else:
-            self.partial += data
-
-    def _count_long_lines(self, count: int) -> None:
-        """One log line for the first; status.json (and the log at exit) has the count."""
-        if not count:
-            return
-        if not self.status.long_lines:
-            self.log.warning(f"dropped a line longer than {MAX_LINE} bytes (no audit record is); "
-                             "the others are only counted (long_lines in status.json)")
-        self.status.long_lines += count
-        self.status.changed = True
 
     def _scan(self, buffer: bytes, start: int, end: int) -> None:
         """The reference path: note the serials of records whose key looks watched, and of
@@ -2564,9 +2587,7 @@ class Plugin:
     def finish_input(self) -> None:
         """End of input: a last line without its newline still counts; auparse hands over
         every event it still holds."""
-        if self.partial:
-            self._feed_lines(self.partial + b"\n")
-            self.partial = b""
+        self.framer.finish()
         self.sifter.finish()
         self.au.flush_feed()
         if self.sifter.fallbacks:
@@ -2641,7 +2662,7 @@ class Plugin:
             data = os.read(stdin_fd, READ_SIZE)
             if not data:
                 return
-            self.guarded(self.feed, data)
+            self.guarded(self.framer.feed, data)
 
     def shutdown(self, stdin_fd: int) -> None:
         """EOF or SIGTERM: finish the events auparse holds, say whether the end is a tamper

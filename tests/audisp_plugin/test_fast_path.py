@@ -73,7 +73,7 @@ def run(plugin_module, tmp_path, config_text: str, chunks: list, feed_everything
     sent = []
     plugin.outbox.put = lambda message: sent.append(summary(message))
     for chunk in chunks:
-        plugin.feed(chunk)
+        plugin.framer.feed(chunk)
     plugin.finish_input()
     plugin.send_digests(force=True)
     return sent
@@ -241,7 +241,7 @@ def test_non_candidates_never_reach_auparse(plugin_module, tmp_path):
         got = []
         plugin.au = Recording(plugin.au, got)
         plugin.sifter.feed = plugin.au.feed
-        plugin.feed(data)
+        plugin.framer.feed(data)
         plugin.finish_input()
         fed[feed_everything] = b"".join(got)
     assert fed[True] == data
@@ -287,7 +287,7 @@ def test_always_candidate_types_reach_auparse(plugin_module, tmp_path):
         plugin = in_process(plugin_module, tmp_path, PLENTY, feed_everything)
         handled = seen[feed_everything] = []
         plugin.handle = lambda au, into=handled: into.append(plugin_module.timestamp(au).serial)
-        plugin.feed(b"".join(records) + b"".join(plain(capture())[0]))
+        plugin.framer.feed(b"".join(records) + b"".join(plain(capture())[0]))
         plugin.finish_input()
     assert seen[True] == seen[False] == [11, 12, 13]
 

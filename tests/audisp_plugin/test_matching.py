@@ -81,7 +81,7 @@ def test_input_split_anywhere_gives_the_same_alerts(plugin_module, tmp_path):
         seen = []
         plugin.outbox.put = lambda message: seen.append(message["X-Audit-Event"])
         for start in range(0, len(data), chunk_size):
-            plugin.feed(data[start:start + chunk_size])
+            plugin.framer.feed(data[start:start + chunk_size])
         plugin.finish_input()
         return seen
 

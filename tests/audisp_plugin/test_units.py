@@ -74,7 +74,7 @@ def test_prefilter_false_positive_is_rejected_by_the_exact_match(plugin_module, 
     original = plugin.handle
     plugin.handle = lambda au: (handled.append(1), original(au))
     plugin.outbox.put = mailed.append
-    plugin.feed(lines)
+    plugin.framer.feed(lines)
     plugin.au.flush_feed()
     assert handled == [1], "the pre-filter lets the look-alike through"
     assert mailed == [], "the exact key test rejects it"
@@ -132,7 +132,7 @@ def test_raw_nul_before_the_key_does_not_hide_the_event(plugin_module):
     plugin = plugin_module.Plugin(config, plugin_module.Log(), True, [])
     mailed = []
     plugin.outbox.put = mailed.append
-    plugin.feed(record)
+    plugin.framer.feed(record)
     plugin.au.flush_feed()
     assert len(mailed) == 1
     assert 'comm="a^@b"' in mailed[0].get_content()
@@ -158,6 +158,6 @@ def test_a_stale_errno_does_not_make_the_event_skipped(plugin_module):
             pass
         original(au)
     plugin.handle = handle_after_a_failed_open
-    plugin.feed(data)
+    plugin.framer.feed(data)
     plugin.finish_input()
     assert len(mailed) == len(events_with_key(data, "amx-flood"))
