@@ -16,7 +16,7 @@ Standard library and auparse only; runs on Python 3.6 and later (RHEL 8). See do
 
 # auditd sends SIGHUP to its plugins when it reloads, maybe while this one is still
 # importing, and the default action of HUP (and TERM) is death. So they are held back from
-# the first line on, until Plugin.run has its handlers in place: a HUP then means "load the
+# the first line on, until Plugin.run starts the SignalWatcher: a HUP then means "load the
 # config", which start-up does anyway. _signal is the C module under `signal`, which would
 # cost tens of milliseconds of imports (enum) first.
 import _signal
@@ -2448,8 +2448,10 @@ def key_pattern(rules: List[Rule], tamper: bool = False) -> "re.Pattern":
 
 
 class Plugin:
-    """The main thread: reads the audit stream, picks and normalizes watched events,
-    applies the rate limits and accepts alerts into the spool (or prints them)."""
+    """The main thread: reads the audit stream (LineFramer, then EventSifter, then auparse),
+    matches events to rules, and hands over: tamper events to the TamperWatch, alerts and
+    findings through the RateLimiter to the Outbox. SignalWatcher and StatusFile serve the
+    main loop."""
 
     def __init__(self, config: Config, log: Log, print_only: bool, arg_keys: List[str]) -> None:
         self.config = config
@@ -2492,7 +2494,7 @@ class Plugin:
         self.sifter = EventSifter(self.pattern, self.au.feed, self._mark_candidate)
         self.framer = LineFramer(self._feed_lines, self.status, log)
 
-    # -- setup and signals
+    # -- a HUP: the config anew
     def reload(self) -> None:
         try:
             config = load_config(self.config.path, self.arg_keys, self.config.required)
