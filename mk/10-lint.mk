@@ -13,6 +13,8 @@ ANSIBLE_TEST_OPTS := --python 3.11 --requirements --venv --color no
 test-lint: collection-tree
 	@echo "==> ruff"
 	ruff check .
+	@echo "==> functions over 60 lines have a reason (files/, plugins/)"
+	python tests/tools/check_function_length.py files plugins
 	@echo "==> ansible-lint (production profile)"
 	ansible-lint --offline
 
