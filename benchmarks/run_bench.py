@@ -3,8 +3,10 @@
 Every program runs as auditd runs a plugin: a child process reading the corpus on stdin,
 timed from start to EOF-and-exit, CPU time and peak RSS from the child's rusage. On the
 1 %-keyed corpus, alternating, best of REPEATS each: a line-read floor (read and split the
-lines, nothing else), the bare auparse feed loop, the C plugin that normalizes every event
-(benchmarks/normalize_all.c, built by `make bench`), the plugin on its reference path
+lines, nothing else), the scan floor (the plugin's start-up, its chunked reads and the two
+scans every exact fast path runs over every byte), the bare auparse feed loop, the C
+plugin that normalizes every event (benchmarks/normalize_all.c, built by `make bench`),
+the plugin on its reference path
 (every line to auparse, as before the event sifter) and the plugin. The plugins deliver
 through the sendmail stand-in (tests/audisp_plugin/fakes/sendmail) with a realistic rate limit.
 Then the near-miss corpus (CONFIG_CHANGE events left in) for the C plugin and the plugin,
@@ -29,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 PLUGIN = REPO / "files" / "audisp_mailalert.py"
 BARE = REPO / "benchmarks" / "bare_feed.py"
 FLOOR = REPO / "benchmarks" / "line_floor.py"
+SCAN_FLOOR = REPO / "benchmarks" / "scan_floor.py"
 REFERENCE = REPO / "benchmarks" / "plugin_feed_everything.py"
 STANDIN = REPO / "tests" / "audisp_plugin" / "fakes" / "sendmail"
 PYTHON = "/usr/bin/python3"  # the plugin's shebang: the interpreter auditd runs it with
@@ -155,6 +158,7 @@ def main() -> int:
     load_before = os.getloadavg()[0]
     commands = {
         "line-read floor": [PYTHON, str(FLOOR)],
+        "scan floor (key and type scans)": [PYTHON, str(SCAN_FLOOR), *KEYS.split(", ")],
         "bare auparse feed loop": [PYTHON, str(BARE)],
         "C plugin normalizing every event": [str(normalize_all), "mailalert_watch"],
         "plugin, reference path": [PYTHON, str(REFERENCE), "--config", str(config)],
@@ -174,7 +178,8 @@ def main() -> int:
           f"{c.wall / plugin.wall:.2f}x; vs its reference path: CPU "
           f"{results['plugin, reference path'].cpu / plugin.cpu:.2f}x; vs bare loop: CPU "
           f"{results['bare auparse feed loop'].cpu / plugin.cpu:.2f}x; line-read floor: "
-          f"{c.cpu / results['line-read floor'].cpu:.2f}x the C plugin's")
+          f"{c.cpu / results['line-read floor'].cpu:.2f}x the C plugin's; scan floor: "
+          f"{c.cpu / results['scan floor (key and type scans)'].cpu:.2f}x the C plugin's")
     if ratio < C_TARGET:
         failures.append(f"plugin CPU throughput {ratio:.2f}x the C plugin's (target {C_TARGET}x)")
 
