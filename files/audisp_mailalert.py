@@ -2208,6 +2208,11 @@ FEED_EVERYTHING = False
 SIFT_BUFFER_MAX = 2 << 20  # bytes of undecided events held; beyond, they are fed to auparse
 SIFT_OPEN_MAX = 10000  # events open at once (held or passing through); beyond, the oldest goes
 CARRY_MAX = 256 << 10  # bytes of an unfinished event at the end of a chunk kept for the next
+# An event whose first record loads a rule (auditctl -a/-w, augenrules --load, one per rule):
+# never an alert (its first record is of a TAMPER_TYPES type) nor a tamper finding (its op
+# is no TAMPER_OPS), so it need not reach auparse. ` op=` is the op field itself: the kernel
+# hex-encodes a value holding a space, and the enriched part after \x1d is not looked at.
+RULE_LOAD_RE = re.compile(rb"(?:node=[^ \n]+ )?type=CONFIG_CHANGE msg=audit\([0-9.:]+\):[^\n\x1d]*? op=add_rule ")
 # One record's head as auparse reads it: [node=N ]type=T msg=audit(SEC.MILLI:SERIAL):
 RECORD_HEAD_RE = re.compile(rb"(?:node=([^ \n]+) )?type=([^ \n]+) msg=audit\(([0-9]+)\.([0-9]+):([0-9]+)\):")
 
@@ -2326,9 +2331,12 @@ class EventSifter:
             self.feed(b"".join(out))
 
     def _is_candidate(self, data: bytes, start: int, stop: int, marks: List[int], next_mark: int) -> bool:
-        """Whether a contiguous, ended event holds a candidate line; if so its serial is noted."""
+        """Whether a contiguous, ended event holds a candidate line; if so its serial is noted.
+        A rule load is none, whatever keys it names (Plugin.handle passes it over)."""
         if not (next_mark < len(marks) and marks[next_mark] < stop) and not any(
                 data.find(needle, start, stop) >= 0 for needle in ALWAYS_CANDIDATE_NEEDLES):
+            return False
+        if RULE_LOAD_RE.match(data, start):
             return False
         self.mark(int(RECORD_HEAD_RE.match(data, start).group(5)))
         return True

@@ -245,9 +245,12 @@ def test_non_candidates_never_reach_auparse(plugin_module, tmp_path):
         plugin.finish_input()
         fed[feed_everything] = b"".join(got)
     assert fed[True] == data
+    # Rule loads (CONFIG_CHANGE op=add_rule, here the capture's own) are passed over too.
     wanted = [e for e in events(data)
               if any(w in r for w in (b'key="mailalert_watch"', b'key="mailalert_exec"',
-                                      b"type=CONFIG_CHANGE") for r in e)]
+                                      b"type=CONFIG_CHANGE") for r in e)
+              and b" op=add_rule " not in e[0]]
+    assert len(wanted) < len([e for e in events(data) if b"mailalert_" in b"".join(e)])
     records = [line for line in fed[False].splitlines(keepends=True) if line != b"\n"]
     assert sorted(records) == sorted(r for e in wanted for r in e)
     assert len(fed[False]) < len(data)
@@ -290,6 +293,30 @@ def test_always_candidate_types_reach_auparse(plugin_module, tmp_path):
         plugin.framer.feed(b"".join(records) + b"".join(plain(capture())[0]))
         plugin.finish_input()
     assert seen[True] == seen[False] == [11, 12, 13]
+
+
+def test_rule_loads_stay_out_of_auparse_and_removals_do_not(plugin_module, tmp_path):
+    """A rule load carrying a watched key is never an alert nor a tamper finding, so the
+    fast path keeps it from auparse; a removal whose enriched part (a user name: only the
+    raw fields are looked at) holds " op=add_rule " still reaches the handler."""
+    stamp = b"msg=audit(1795695100.0SERIAL:SERIAL)"
+    tail = (b"type=SYSCALL " + stamp + b": arch=c000003e syscall=44 success=yes exit=60 items=0 ppid=1 "
+            b"pid=2 auid=0 uid=0 comm=\"auditctl\" exe=\"/usr/sbin/auditctl\" key=(null)\n"
+            b"type=PROCTITLE " + stamp + b": proctitle=617564697463746C\n")
+    load = (b"type=CONFIG_CHANGE " + stamp + b": auid=0 ses=1 op=add_rule key=\"mailalert_watch\" "
+            b"list=4 res=1\x1dAUID=\"root\"\n") + tail
+    removal = (b"type=CONFIG_CHANGE " + stamp + b": auid=0 ses=1 op=remove_rule key=\"mailalert_watch\" "
+               b"list=4 res=1\x1dAUID=\"x op=add_rule y\"\n") + tail
+    data = b"".join(record.replace(b"SERIAL", n) for n, record in ((b"21", load), (b"22", removal), (b"23", load)))
+    seen = {}
+    for feed_everything in (True, False):
+        plugin = in_process(plugin_module, tmp_path, PLENTY, feed_everything)
+        handled = seen[feed_everything] = []
+        plugin.handle = lambda au, into=handled: into.append(plugin_module.timestamp(au).serial)
+        plugin.feed(data)
+        plugin.finish_input()
+    assert seen == {True: [21, 22, 23], False: [22]}
+    same_on_both_paths(plugin_module, tmp_path, data)
 
 
 def test_the_buffer_is_bounded_and_falls_back_to_feeding(plugin_module, tmp_path, monkeypatch):
