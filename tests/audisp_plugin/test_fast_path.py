@@ -313,7 +313,7 @@ def test_rule_loads_stay_out_of_auparse_and_removals_do_not(plugin_module, tmp_p
         plugin = in_process(plugin_module, tmp_path, PLENTY, feed_everything)
         handled = seen[feed_everything] = []
         plugin.handle = lambda au, into=handled: into.append(plugin_module.timestamp(au).serial)
-        plugin.feed(data)
+        plugin.framer.feed(data)
         plugin.finish_input()
     assert seen == {True: [21, 22, 23], False: [22]}
     same_on_both_paths(plugin_module, tmp_path, data)
