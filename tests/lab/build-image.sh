@@ -103,10 +103,13 @@ echo testvm >"$root/etc/mailname"
 chroot "$root" postconf -e myhostname=testvm myorigin=/etc/mailname \
   'mydestination=testvm, localhost' inet_interfaces=loopback-only relayhost=
 # Under software emulation postfix's instance setup (its unit's ExecStartPre) can outlast
-# systemd's 90 s start timeout; postfix then stays down (seen on Ubuntu 22.04).
-install -d "$root/etc/systemd/system/postfix@.service.d"
-printf '[Service]\nTimeoutStartSec=15min\n' \
-  >"$root/etc/systemd/system/postfix@.service.d/lab-slow-emulation.conf"
+# systemd's 90 s start timeout; postfix then stays down (seen on Ubuntu 22.04, and on
+# Debian 13 under load: its postfix.service runs the default instance itself, 32 s on an
+# idle machine, instead of handing it to postfix@-.service). Both units get the longer bound.
+for unit in postfix.service postfix@.service; do
+  install -d "$root/etc/systemd/system/$unit.d"
+  printf '[Service]\nTimeoutStartSec=15min\n' >"$root/etc/systemd/system/$unit.d/lab-slow-emulation.conf"
+done
 # Passwordless root on the serial console only (ssh still needs the key): for debugging.
 chroot "$root" passwd -d root >/dev/null
 # Faster boots: nothing in the lab needs these timers.
