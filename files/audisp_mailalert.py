@@ -1483,7 +1483,6 @@ class Outbox:
             self.deliverer.config = config
 
     def put(self, message: EmailMessage) -> None:
-        data = message.as_bytes(policy=WIRE_POLICY)
         if self.print_only:
             out = sys.stdout.buffer
             out.write(f"From {PROG} {time.asctime()}\n".encode())
@@ -1491,6 +1490,7 @@ class Outbox:
             out.write(b"\n")
             out.flush()
             return
+        data = message.as_bytes(policy=WIRE_POLICY)
         try:
             name = self.spool.add(data)
         except OSError as err:
