@@ -2,14 +2,17 @@
 goes to auparse as it did before the event sifter (the plugin's own reading, matching and
 delivery otherwise unchanged). Same command line as the plugin; for `make bench`."""
 
-import importlib.util
 import sys
 from pathlib import Path
 
-PLUGIN = Path(__file__).resolve().parents[1] / "files" / "audisp_mailalert.py"
+# As the program does: the package from files/, no bytecode written.
+sys.dont_write_bytecode = True
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "files"))
+import mailalert
 
-spec = importlib.util.spec_from_file_location("audisp_mailalert", str(PLUGIN))
-plugin = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(plugin)
+mailalert.hold_signals()
+from mailalert import plugin
+from mailalert.cli import main
+
 plugin.FEED_EVERYTHING = True
-sys.exit(plugin.main())
+sys.exit(main())

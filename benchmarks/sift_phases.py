@@ -7,7 +7,6 @@ of the events fed to it. Prints one line per part.
 usage: python benchmarks/sift_phases.py CORPUS CONFIG
 """
 
-import importlib.util
 import os
 import sys
 import time
@@ -15,10 +14,11 @@ from collections import Counter
 from pathlib import Path
 
 STARTED = time.process_time()
-PLUGIN = Path(__file__).resolve().parents[1] / "files" / "audisp_mailalert.py"
-spec = importlib.util.spec_from_file_location("audisp_mailalert", str(PLUGIN))
-plugin_module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(plugin_module)
+sys.dont_write_bytecode = True  # as the program: start-up compiles the package
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "files"))
+from mailalert.config import load_config
+from mailalert.log import Log
+from mailalert.plugin import READ_SIZE, Plugin
 
 
 class Timed:
@@ -44,8 +44,8 @@ class Timed:
 def main() -> None:
     corpus, config_path = sys.argv[1], sys.argv[2]
     spent = Counter()
-    config = plugin_module.load_config(config_path, [], True)
-    plugin = plugin_module.Plugin(config, plugin_module.Log(), True, [])
+    config = load_config(config_path, [], True)
+    plugin = Plugin(config, Log(), True, [])
     mails = []
     plugin.outbox.put = mails.append
     sifter = plugin.sifter
@@ -57,7 +57,7 @@ def main() -> None:
     started = time.process_time()
     descriptor = os.open(corpus, os.O_RDONLY)
     while True:
-        data = os.read(descriptor, plugin_module.READ_SIZE)
+        data = os.read(descriptor, READ_SIZE)
         if not data:
             break
         plugin.framer.feed(data)

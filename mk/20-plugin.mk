@@ -1,5 +1,6 @@
-# The alert plugin (files/audisp_mailalert.py): Python 3.6 floor checked by vermin, then its
-# pytest suites under tests/audisp_plugin (units driven by captured audit logs, faults, fuzz).
+# The alert plugin (files/audisp_mailalert.py and its package files/mailalert/): the Python
+# 3.6 floor checked by vermin, then its pytest suites under tests/audisp_plugin (units
+# driven by captured audit logs, faults, fuzz).
 TEST_TARGETS += test-plugin
 
 .PHONY: test-plugin
@@ -7,6 +8,6 @@ TEST_TARGETS += test-plugin
 PLUGIN_PYTEST_ARGS ?=
 test-plugin: venv
 	@echo "==> plugin: vermin (must run on Python 3.6, RHEL 8)"
-	vermin --no-tips --violations -t=3.6- files/audisp_mailalert.py
+	vermin --no-tips --violations -t=3.6- files/audisp_mailalert.py files/mailalert
 	@echo "==> plugin: pytest tests/audisp_plugin"
 	pytest -q -rs -p no:cacheprovider $(PLUGIN_PYTEST_ARGS) tests/audisp_plugin

@@ -3,19 +3,23 @@ read what it printed or delivered as parsed mail messages."""
 
 import email
 import email.policy
-import importlib.util
 import mailbox
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-# AUDISP_MAILALERT_PLUGIN names another copy of the plugin to test (e.g. an older version
-# from `git show REV:files/audisp_mailalert.py`, to see a test fail before a fix).
-PLUGIN = Path(os.environ.get("AUDISP_MAILALERT_PLUGIN") or ROOT / "files" / "audisp_mailalert.py")
+# AUDISP_MAILALERT_FILES names another copy of the collection's files/ (the program and
+# its package) to test, e.g. an older version from `git archive REV files | tar -x -C DIR`,
+# to see a test fail before a fix.
+FILES = Path(os.environ.get("AUDISP_MAILALERT_FILES") or ROOT / "files")
+PLUGIN = FILES / "audisp_mailalert.py"
+# The in-process tests import the package (mailalert) from there.
+sys.path.insert(0, str(FILES))
 DATA = Path(__file__).resolve().parent / "data"
 # The interpreter auditd would use: the system python3, which carries auparse.
 PYTHON = "/usr/bin/python3"
@@ -115,12 +119,3 @@ def delivered(out: Path) -> list:
         result.append((argv, email.message_from_bytes(eml.read_bytes(),
                                                       policy=email.policy.default)))
     return result
-
-
-@pytest.fixture(scope="session")
-def plugin_module():
-    """The plugin imported in-process, for unit tests of one function."""
-    spec = importlib.util.spec_from_file_location("audisp_mailalert", str(PLUGIN))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module

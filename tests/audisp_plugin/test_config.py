@@ -5,6 +5,7 @@ import os
 
 import pytest
 from conftest import log_bytes, run_plugin, write_config
+from mailalert.config import load_config
 
 GOOD_RULE = "[rule r]\nkeys = amx-hostile\n"
 NOBODY = 65534
@@ -105,8 +106,8 @@ def test_key_argument_with_a_comma_is_refused(tmp_path):
     assert "KEY" in result.stderr.decode()
 
 
-def test_defaults(plugin_module, tmp_path):
-    config = plugin_module.load_config(str(write_config(tmp_path, GOOD_RULE)), [], True)
+def test_defaults(tmp_path):
+    config = load_config(str(write_config(tmp_path, GOOD_RULE)), [], True)
     assert config.to == ["root"]
     assert config.transport == "sendmail"
     assert config.sendmail == "/usr/sbin/sendmail"
@@ -118,12 +119,12 @@ def test_defaults(plugin_module, tmp_path):
         "r", ["amx-hostile"], ["root"], 10, 300)
 
 
-def test_rule_overrides_and_key_arguments(plugin_module, tmp_path):
+def test_rule_overrides_and_key_arguments(tmp_path):
     path = write_config(tmp_path, "[mail]\nto = sec@example.com, ops@example.com\n"
                         "[limits]\nmax_mails = 4\nwindow = 60\n"
                         "[rule web]\nkeys = web-conf, web-bin\nto = web@example.com\n"
                         "max_mails = 2\n[rule other]\nkeys = other\nwindow = 10\n")
-    config = plugin_module.load_config(str(path), ["alert", "second"], True)
+    config = load_config(str(path), ["alert", "second"], True)
     rules = {r.name: (r.keys, r.to, r.max_mails, r.window) for r in config.rules}
     assert rules == {
         "web": (["web-conf", "web-bin"], ["web@example.com"], 2, 60),
@@ -132,6 +133,6 @@ def test_rule_overrides_and_key_arguments(plugin_module, tmp_path):
     }
 
 
-def test_default_config_may_be_absent_when_keys_are_given(plugin_module):
-    config = plugin_module.load_config("/nonexistent/audisp-mailalert.conf", ["alert"], False)
+def test_default_config_may_be_absent_when_keys_are_given():
+    config = load_config("/nonexistent/audisp-mailalert.conf", ["alert"], False)
     assert [(r.name, r.keys, r.to) for r in config.rules] == [("args", ["alert"], ["root"])]

@@ -17,6 +17,7 @@ from conftest import (
     run_plugin,
     write_config,
 )
+from mailalert.spool import Spool
 from polling import wait_for
 
 
@@ -97,8 +98,8 @@ def test_failed_delivery_stays_spooled_and_a_restart_delivers_it(tmp_path, fake_
     assert os.listdir(spool / "queue") == []
 
 
-def test_spool_files_are_complete_or_absent(plugin_module, tmp_path):
-    spool = plugin_module.Spool(str(tmp_path / "spool"))
+def test_spool_files_are_complete_or_absent(tmp_path):
+    spool = Spool(str(tmp_path / "spool"))
     spool.prepare()
     names = [spool.add(b"Subject: %d\n\nbody\n" % i) for i in range(5)]
     assert spool.names() == sorted(names) == names, "names sort in acceptance order"

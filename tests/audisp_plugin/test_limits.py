@@ -1,86 +1,98 @@
-"""Rate limit and digests: at most max_mails alerts per rule and window, the rest counted
-exactly in one digest; verification requests bypass the limit."""
+"""RateLimiter on its own: no auparse, no events, no mail; times are given, not read."""
 
-import re
+import pytest
+from mailalert.config import Rule
+from mailalert.limits import MAX_DIGEST_GROUPS, RateLimiter
 
-from conftest import events_with_key, log_bytes, print_messages
-
-
-def digest_counts(digest):
-    body = digest.get_content()
-    held = int(re.search(r"^Held back: (\d+)$", body, re.MULTILINE).group(1))
-    groups = [int(n) for n in re.findall(r"^ +(\d+)  \S", body, re.MULTILINE)]
-    return held, groups
+GROUP = ("alice", "opened-file", "/etc/shadow")
 
 
-def test_flood_gives_max_mails_alerts_and_one_exact_digest(tmp_path):
-    data = log_bytes("flood")
-    total = len(events_with_key(data, "amx-flood"))
-    assert total >= 20, "the capture must hold a flood"
-    messages = print_messages(tmp_path, "[rule flood]\nkeys = amx-flood\nmax_mails = 3\n", data)
-    alerts = [m for m in messages if m["X-Audit-Digest"] is None]
-    digests = [m for m in messages if m["X-Audit-Digest"] is not None]
-    assert len(alerts) == 3
-    assert len(digests) == 1
-    digest = digests[0]
-    assert digest["X-Audit-Digest"] == "flood" and digest["X-Audit-Rule"] == "flood"
-    assert digest["X-Audit-Event"] is None
-    held, groups = digest_counts(digest)
-    assert held == total - 3
-    assert sum(groups) == held
-    assert "opened-file" in digest.get_content()
-    # the alerts mailed are the first events, in order; no event is both mailed and held
-    assert [m["X-Audit-Event"].split("@")[0] for m in alerts] == [
-        f"{t}:{s}" for t, s in events_with_key(data, "amx-flood")[:3]]
+@pytest.fixture
+def limiter():
+    return RateLimiter()
 
 
-def test_limits_are_per_rule(tmp_path):
-    data = log_bytes("flood", "hostile")
-    messages = print_messages(
-        tmp_path, "[limits]\nmax_mails = 2\n[rule flood]\nkeys = amx-flood\n"
-        "[rule hostile]\nkeys = amx-hostile\nmax_mails = 100\n", data)
-    hostile = [m for m in messages if m["X-Audit-Rule"] == "hostile"]
-    flood = [m for m in messages if m["X-Audit-Rule"] == "flood"]
-    assert len(hostile) == len(events_with_key(data, "amx-hostile"))
-    assert all(m["X-Audit-Digest"] is None for m in hostile)
-    assert len(flood) == 3 and sum(m["X-Audit-Digest"] == "flood" for m in flood) == 1
+@pytest.fixture
+def rule():
+    def make(name="r", max_mails=2, window=10):
+        return Rule(name, [name + "-key"], ["root"], max_mails, window)
+    return make
 
 
-def test_digest_groups_identical_subject_action_object(plugin_module):
-    held = plugin_module.Held()
-    for obj in ["/etc/shadow"] * 5 + ["/etc/passwd"] * 2:
-        held.total += 1
-        held.groups[("root", "opened-file", obj)] += 1
-    config = plugin_module.Config()
-    rule = plugin_module.Rule("r", ["k"], ["root"], 1, 60)
-    digest = plugin_module.compose_digest(config, rule, held, 0.0)
-    body = digest.get_content()
-    assert re.search(r"^ +5  root / opened-file / /etc/shadow$", body, re.MULTILINE)
-    assert re.search(r"^ +2  root / opened-file / /etc/passwd$", body, re.MULTILINE)
-    assert "Held back: 7" in body
+def admitted(limiter, rule, times, group=GROUP):
+    return [limiter.admit(rule, group, t) for t in times]
 
 
-def test_verification_alert_is_neither_held_nor_counted(tmp_path):
-    data = log_bytes("flood")
-    events = events_with_key(data, "amx-flood")
-    ppids = set(re.findall(rb"type=SYSCALL .* ppid=(\d+) .*key=\"amx-flood\"", data))
-    assert len(ppids) == 1, "the flood was made by one shell"
-    (tmp_path / "spool" / "verify").mkdir(parents=True)
-    (tmp_path / "spool" / "verify" / ppids.pop().decode()).write_text("tok-123\n")
-    messages = print_messages(
-        tmp_path, "[spool]\ndir = {}\n[rule flood]\nkeys = amx-flood\nmax_mails = 1\n".format(
-            tmp_path / "spool"), data)
-    assert len(messages) == len(events)
-    assert {m["X-Audit-Verify"] for m in messages} == {"tok-123"}
-    assert all(m["X-Audit-Digest"] is None for m in messages)
+def test_the_first_max_mails_of_a_window_pass_the_rest_are_held(limiter, rule):
+    r = rule(max_mails=2, window=10)
+    assert admitted(limiter, r, [100, 101, 102, 109.99]) == [True, True, False, False]
+    assert limiter.row(r) == {"keys": ["r-key"], "window_end": 110, "sent": 2, "held": 2}
+    assert limiter.digests([r], 109.99) == []
 
 
-def test_verify_request_with_a_bad_token_is_ignored(tmp_path):
-    data = log_bytes("multi-key")
-    ppid = re.search(rb"type=SYSCALL .* ppid=(\d+) .*key=", data).group(1).decode()
-    (tmp_path / "spool" / "verify").mkdir(parents=True)
-    (tmp_path / "spool" / "verify" / ppid).write_text("bad token\nX-Evil: 1\n")
-    messages = print_messages(
-        tmp_path, "[spool]\ndir = {}\n[rule r]\nkeys = amx-multi\n".format(tmp_path / "spool"), data)
-    assert len(messages) == 1
-    assert messages[0]["X-Audit-Verify"] is None and messages[0]["X-Evil"] is None
+def test_the_window_ends_at_its_edge_and_its_digest_is_exact(limiter, rule):
+    r = rule(max_mails=1, window=10)
+    admitted(limiter, r, [100, 101, 102, 103])
+    [digest] = limiter.digests([r], 110)  # now == end: the window has ended
+    assert digest.rule is r and digest.window_end == 110
+    assert digest.held.total == 3 and sum(digest.held.groups.values()) == 3
+    assert digest.held.first == 101
+    assert limiter.row(r)["window_end"] is None  # forgotten
+    assert limiter.digests([r], 200) == []
+
+
+def test_an_event_after_the_end_opens_a_new_window_and_the_old_digest_is_due(limiter, rule):
+    r = rule(max_mails=1, window=10)
+    admitted(limiter, r, [100, 105])
+    assert limiter.admit(r, GROUP, 111) is True  # a new window: sent again from 0
+    [digest] = limiter.digests([r], 111)
+    assert digest.held.total == 1 and digest.window_end == 110
+    assert limiter.row(r) == {"keys": ["r-key"], "window_end": 121, "sent": 1, "held": 0}
+
+
+def test_limits_are_per_rule(limiter, rule):
+    one, other = rule("one", max_mails=1), rule("other", max_mails=3)
+    assert admitted(limiter, one, [100, 100, 100]) == [True, False, False]
+    assert admitted(limiter, other, [100, 100, 100, 100]) == [True, True, True, False]
+    counts = {d.rule.name: d.held.total for d in limiter.digests([one, other], 0, force=True)}
+    assert counts == {"one": 2, "other": 1}
+
+
+def test_a_reload_that_changes_the_limit_mid_window_counts_what_was_sent(limiter, rule):
+    admitted(limiter, rule(max_mails=2), [100, 101])
+    raised = rule(max_mails=4)  # the reloaded rule, same name
+    assert admitted(limiter, raised, [102, 103, 104]) == [True, True, False]
+    lowered = rule(max_mails=1)
+    assert admitted(limiter, lowered, [105]) == [False]
+    [digest] = limiter.digests([lowered], 0, force=True)
+    assert digest.held.total == 2 and digest.rule is lowered
+
+
+def test_a_rule_dropped_by_a_reload_reports_its_digest_to_its_old_recipients(limiter, rule):
+    gone = rule("gone", max_mails=1)
+    admitted(limiter, gone, [100, 101, 102])
+    [digest] = limiter.digests([rule("kept")], 103)  # its window has not ended
+    assert digest.rule is gone and digest.held.total == 2 and digest.window_end == 103
+    assert limiter.row(gone)["window_end"] is None
+
+
+def test_groups_are_counted_and_capped(limiter, rule):
+    r = rule(max_mails=1, window=1000)
+    limiter.admit(r, GROUP, 0)
+    groups = MAX_DIGEST_GROUPS + 5
+    for n in range(groups):
+        limiter.admit(r, ("alice", "opened-file", f"/tmp/{n}"), 1)
+    limiter.admit(r, ("alice", "opened-file", "/tmp/0"), 1)
+    [digest] = limiter.digests([r], 0, force=True)
+    assert digest.held.total == groups + 1
+    assert sum(digest.held.groups.values()) == groups + 1
+    assert digest.held.groups[("(other)", "(other)", "(other)")] == 5
+    assert digest.held.groups[("alice", "opened-file", "/tmp/0")] == 2
+
+
+def test_held_back_values_are_escaped_for_the_digest(limiter, rule):
+    r = rule(max_mails=1)
+    limiter.admit(r, GROUP, 0)
+    limiter.admit(r, ("eve\nBcc: x", "opened-file", "/tmp/a\x1b[31m"), 0)
+    [digest] = limiter.digests([r], 0, force=True)
+    assert list(digest.held.groups) == [("eve\\x0aBcc: x", "opened-file", "/tmp/a\\x1b[31m")]

@@ -4,6 +4,9 @@ captured on this host's kernel (tests/audisp_plugin/capture_logs.sh)."""
 
 import pytest
 from conftest import events_with_key, log_bytes, print_messages
+from mailalert.config import load_config
+from mailalert.log import Log
+from mailalert.plugin import Plugin
 
 ALL_LOGS = ("hostile", "exec-args", "multi-key", "flood", "config-change")
 MANY = "[limits]\nmax_mails = 1000\n"
@@ -69,15 +72,15 @@ def test_key_arguments_form_a_rule_like_the_c_example(tmp_path):
     assert {m["To"] for m in messages} == {"sec@example.com"}
 
 
-def test_input_split_anywhere_gives_the_same_alerts(plugin_module, tmp_path):
+def test_input_split_anywhere_gives_the_same_alerts(tmp_path):
     """Chunks cut inside a line (a pipe delivers any size) lose no event."""
     data = log_bytes("hostile", "flood")
     config_path = tmp_path / "c.conf"
     config_path.write_text(MANY + "[rule r]\nkeys = amx-hostile, amx-flood\n")
-    config = plugin_module.load_config(str(config_path), [], True)
+    config = load_config(str(config_path), [], True)
 
     def alerts(chunk_size):
-        plugin = plugin_module.Plugin(config, plugin_module.Log(), True, [])
+        plugin = Plugin(config, Log(), True, [])
         seen = []
         plugin.outbox.put = lambda message: seen.append(message["X-Audit-Event"])
         for start in range(0, len(data), chunk_size):

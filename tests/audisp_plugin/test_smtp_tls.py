@@ -20,6 +20,7 @@ import threading
 import pytest
 from conftest import PLUGIN, PYTHON, log_bytes, run_plugin, write_config
 from fakes.smtp_server import FakeSMTPServer, server_context
+from mailalert.config import load_config
 from pki import PKI
 from polling import wait_for
 
@@ -191,14 +192,14 @@ def test_bad_smtp_ca_file_is_refused_at_start_naming_the_key(tmp_path, pki, case
     assert result.stdout == b"", "nothing may be processed with a bad config"
 
 
-def test_smtp_ca_file_is_the_only_trust_and_verification_stays_on(plugin_module, tmp_path, pki):
-    config = plugin_module.load_config(
+def test_smtp_ca_file_is_the_only_trust_and_verification_stays_on(tmp_path, pki):
+    config = load_config(
         str(smtp_config(tmp_path, 25, "starttls", pki.ca[0])), [], True)
     context = config.smtp_context
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
     # Exactly the bundle: its one CA, none of the system store's.
     assert context.cert_store_stats()["x509_ca"] == 1
-    without = plugin_module.load_config(str(smtp_config(tmp_path, 25, "starttls")), [], True)
+    without = load_config(str(smtp_config(tmp_path, 25, "starttls")), [], True)
     assert without.smtp_context is None
 
 

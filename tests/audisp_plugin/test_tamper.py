@@ -16,7 +16,7 @@ from conftest import (
     run_plugin,
     write_config,
 )
-from test_limits import digest_counts
+from test_plugin_limits import digest_counts
 
 KEYS = "[rule watched]\nkeys = amx-hostile, amx-exec, amx-flood, amx-multi\n"
 TAMPER_ON = "[tamper]\nenabled = yes\n"

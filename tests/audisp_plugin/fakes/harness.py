@@ -19,8 +19,8 @@ from pathlib import Path
 
 FAKES = Path(__file__).resolve().parent
 REPO = FAKES.parents[2]
-# The plugin under test; AUDISP_MAILALERT_PLUGIN may name another copy (see conftest.py).
-PLUGIN = Path(os.environ.get("AUDISP_MAILALERT_PLUGIN") or REPO / "files" / "audisp_mailalert.py")
+# The plugin under test; AUDISP_MAILALERT_FILES may name another copy (see conftest.py).
+PLUGIN = Path(os.environ.get("AUDISP_MAILALERT_FILES") or REPO / "files") / "audisp_mailalert.py"
 CAPTURED = FAKES.parent / "data" / "captured-raw.log"
 # The interpreter auditd runs the plugin with (its shebang): the system one, with auparse.
 PYTHON = "/usr/bin/python3"

@@ -10,6 +10,12 @@ import re
 
 import pytest
 from conftest import DATA, log_bytes
+from mailalert import sifter
+from mailalert.config import Config, Rule, load_config
+from mailalert.events import timestamp
+from mailalert.log import Log
+from mailalert.plugin import Plugin
+from mailalert.sifter import EventSifter, key_pattern
 
 STAMP_RE = re.compile(rb"msg=audit\((\d+)\.(\d+):(\d+)\)")
 KEYS = "amx-hostile, amx-flood, amx-multi, amx-exec, mailalert_watch, mailalert_exec"
@@ -56,20 +62,19 @@ def summary(message) -> tuple:
             message["Subject"], message.get_content())
 
 
-def in_process(plugin_module, tmp_path, config_text: str, feed_everything: bool):
+def in_process(tmp_path, config_text: str, feed_everything: bool):
     """The plugin in-process (--print: no spool), on the fast path or the reference path."""
     path = tmp_path / "plugin.conf"
     path.write_text(config_text)
-    plugin = plugin_module.Plugin(plugin_module.load_config(str(path), [], True),
-                                  plugin_module.Log(), True, [])
+    plugin = Plugin(load_config(str(path), [], True), Log(), True, [])
     plugin.feed_everything = feed_everything
     return plugin
 
 
-def run(plugin_module, tmp_path, config_text: str, chunks: list, feed_everything: bool) -> list:
+def run(tmp_path, config_text: str, chunks: list, feed_everything: bool) -> list:
     """The plugin in-process, as its main loop drives it, minus delivery: each message it
     would send, summarized, in order."""
-    plugin = in_process(plugin_module, tmp_path, config_text, feed_everything)
+    plugin = in_process(tmp_path, config_text, feed_everything)
     sent = []
     plugin.outbox.put = lambda message: sent.append(summary(message))
     for chunk in chunks:
@@ -79,11 +84,11 @@ def run(plugin_module, tmp_path, config_text: str, chunks: list, feed_everything
     return sent
 
 
-def same_on_both_paths(plugin_module, tmp_path, data: bytes, config_text: str = PLENTY,
+def same_on_both_paths(tmp_path, data: bytes, config_text: str = PLENTY,
                        chunk: int = 65536) -> list:
     chunks = [data[i:i + chunk] for i in range(0, len(data), chunk)]
-    reference = run(plugin_module, tmp_path, config_text, chunks, True)
-    fast = run(plugin_module, tmp_path, config_text, chunks, False)
+    reference = run(tmp_path, config_text, chunks, True)
+    fast = run(tmp_path, config_text, chunks, False)
     assert fast == reference
     return reference
 
@@ -186,32 +191,32 @@ STREAMS = {
 
 
 @pytest.mark.parametrize("name", sorted(STREAMS))
-def test_both_paths_send_the_same_alerts(plugin_module, tmp_path, name):
-    sent = same_on_both_paths(plugin_module, tmp_path, STREAMS[name]())
+def test_both_paths_send_the_same_alerts(tmp_path, name):
+    sent = same_on_both_paths(tmp_path, STREAMS[name]())
     assert alerts_of(sent), "the stream must hold events that alert"
 
 
 @pytest.mark.parametrize("name", sorted(STREAMS))
-def test_both_paths_send_the_same_digests(plugin_module, tmp_path, name):
-    sent = same_on_both_paths(plugin_module, tmp_path, STREAMS[name](), FEW)
-    if len(alerts_of(same_on_both_paths(plugin_module, tmp_path, STREAMS[name]()))) > 3:
+def test_both_paths_send_the_same_digests(tmp_path, name):
+    sent = same_on_both_paths(tmp_path, STREAMS[name](), FEW)
+    if len(alerts_of(same_on_both_paths(tmp_path, STREAMS[name]()))) > 3:
         assert any(m[0] == "digest" for m in sent)
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 100, 4093])
-def test_small_reads_give_the_same_alerts(plugin_module, tmp_path, chunk):
+def test_small_reads_give_the_same_alerts(tmp_path, chunk):
     data = avc_before_syscall() + interleaved() + without_end()
-    same_on_both_paths(plugin_module, tmp_path, data, chunk=chunk)
+    same_on_both_paths(tmp_path, data, chunk=chunk)
 
 
-def test_a_sample_split_at_every_byte_offset(plugin_module, tmp_path):
+def test_a_sample_split_at_every_byte_offset(tmp_path):
     """Two reads, cut at each offset: inside a record, between records, inside the key."""
     data = b"".join(line for e in events(avc_before_syscall())[:3] for line in e)
     data += b"".join(line for e in events(interleaved())[:2] for line in e)
-    reference = run(plugin_module, tmp_path, PLENTY, [data], True)
+    reference = run(tmp_path, PLENTY, [data], True)
     assert len(alerts_of(reference)) >= 2
     for offset in range(1, len(data)):
-        fast = run(plugin_module, tmp_path, PLENTY, [data[:offset], data[offset:]], False)
+        fast = run(tmp_path, PLENTY, [data[:offset], data[offset:]], False)
         assert fast == reference, f"split at byte {offset}"
 
 
@@ -229,14 +234,14 @@ class Recording:
         return getattr(self.au, name)
 
 
-def test_non_candidates_never_reach_auparse(plugin_module, tmp_path):
+def test_non_candidates_never_reach_auparse(tmp_path):
     """The point of it all: of the real capture, auparse gets only the events that may
     match (and empty lines, which make it hand over an ended event at once); the reference
     gets every line."""
     data = capture()
     fed = {}
     for feed_everything in (True, False):
-        plugin = in_process(plugin_module, tmp_path, PLENTY, feed_everything)
+        plugin = in_process(tmp_path, PLENTY, feed_everything)
         plugin.outbox.put = lambda message: None
         got = []
         plugin.au = Recording(plugin.au, got)
@@ -256,11 +261,11 @@ def test_non_candidates_never_reach_auparse(plugin_module, tmp_path):
     assert len(fed[False]) < len(data)
 
 
-def test_the_comparison_sees_one_dropped_record(plugin_module, tmp_path, monkeypatch):
+def test_the_comparison_sees_one_dropped_record(tmp_path, monkeypatch):
     """The sensitivity check: a fast path that loses the AVC record of one candidate event
     (the kind of record that comes before the key) must make the comparison fail."""
     data = avc_before_syscall()
-    original = plugin_module.EventSifter.sift
+    original = EventSifter.sift
 
     def sift_losing_one_avc(self, lines):
         if b"type=AVC" in lines and not getattr(self, "lost_one", False):
@@ -269,12 +274,12 @@ def test_the_comparison_sees_one_dropped_record(plugin_module, tmp_path, monkeyp
             lines, self.lost_one = lines[:start] + lines[end:], True
         original(self, lines)
 
-    monkeypatch.setattr(plugin_module.EventSifter, "sift", sift_losing_one_avc)
+    monkeypatch.setattr(EventSifter, "sift", sift_losing_one_avc)
     with pytest.raises(AssertionError):
-        same_on_both_paths(plugin_module, tmp_path, data)
+        same_on_both_paths(tmp_path, data)
 
 
-def test_always_candidate_types_reach_auparse(plugin_module, tmp_path):
+def test_always_candidate_types_reach_auparse(tmp_path):
     """Events with a CONFIG_CHANGE, DAEMON_END or DAEMON_ABORT record reach the handler on
     both paths, whatever their key (the tamper rule reads them)."""
     records = [
@@ -287,15 +292,15 @@ def test_always_candidate_types_reach_auparse(plugin_module, tmp_path):
     ]
     seen = {}
     for feed_everything in (True, False):
-        plugin = in_process(plugin_module, tmp_path, PLENTY, feed_everything)
+        plugin = in_process(tmp_path, PLENTY, feed_everything)
         handled = seen[feed_everything] = []
-        plugin.handle = lambda au, into=handled: into.append(plugin_module.timestamp(au).serial)
+        plugin.handle = lambda au, into=handled: into.append(timestamp(au).serial)
         plugin.framer.feed(b"".join(records) + b"".join(plain(capture())[0]))
         plugin.finish_input()
     assert seen[True] == seen[False] == [11, 12, 13]
 
 
-def test_rule_loads_stay_out_of_auparse_and_removals_do_not(plugin_module, tmp_path):
+def test_rule_loads_stay_out_of_auparse_and_removals_do_not(tmp_path):
     """A rule load carrying a watched key is never an alert nor a tamper finding, so the
     fast path keeps it from auparse; a removal whose enriched part (a user name: only the
     raw fields are looked at) holds " op=add_rule " still reaches the handler."""
@@ -310,19 +315,19 @@ def test_rule_loads_stay_out_of_auparse_and_removals_do_not(plugin_module, tmp_p
     data = b"".join(record.replace(b"SERIAL", n) for n, record in ((b"21", load), (b"22", removal), (b"23", load)))
     seen = {}
     for feed_everything in (True, False):
-        plugin = in_process(plugin_module, tmp_path, PLENTY, feed_everything)
+        plugin = in_process(tmp_path, PLENTY, feed_everything)
         handled = seen[feed_everything] = []
-        plugin.handle = lambda au, into=handled: into.append(plugin_module.timestamp(au).serial)
+        plugin.handle = lambda au, into=handled: into.append(timestamp(au).serial)
         plugin.framer.feed(data)
         plugin.finish_input()
     assert seen == {True: [21, 22, 23], False: [22]}
-    same_on_both_paths(plugin_module, tmp_path, data)
+    same_on_both_paths(tmp_path, data)
 
 
-def test_the_buffer_is_bounded_and_falls_back_to_feeding(plugin_module, tmp_path, monkeypatch):
+def test_the_buffer_is_bounded_and_falls_back_to_feeding(tmp_path, monkeypatch):
     """Undecided events past the bound go to auparse: the alert of an event whose key
     comes after many held records is still there, with all its records."""
-    monkeypatch.setattr(plugin_module, "SIFT_BUFFER_MAX", 4096)
+    monkeypatch.setattr(sifter, "SIFT_BUFFER_MAX", 4096)
     flood = keyed(log_bytes("flood"), b"amx-flood")
     out = []
     held = [b"type=AVC msg=audit(1795696000.%03d:%d): avc:  denied  { read } for  pid=1 "
@@ -331,6 +336,46 @@ def test_the_buffer_is_bounded_and_falls_back_to_feeding(plugin_module, tmp_path
     out += held  # forty events that never end, all held at once
     out += restamp(flood[0], 1795696000, 100)  # the first of them gets its key
     data = b"".join(out)
-    sent = same_on_both_paths(plugin_module, tmp_path, data)
+    sent = same_on_both_paths(tmp_path, data)
     assert len(alerts_of(sent)) == 1
     assert "avc:  denied" in alerts_of(sent)[0][5]
+
+
+@pytest.mark.parametrize("record, watched", [
+    (b'key="alert"', True),
+    (b'key="alert2"', False),
+    (b'key="xalert"', False),
+    (b"key=(null)", False),
+    (b"key=616C657274", True),                        # hex: a key with special characters
+    (b"key=6F7468657201616C657274", True),            # other\x01alert
+    (b"key=616C6572740170", True),                    # alert\x01p
+    (b'name="alert"', False),
+])
+def test_key_prefilter_finds_every_watched_key_form(record, watched):
+    rule = Rule("r", ["alert", "second key"], ["root"], 1, 1)
+    pattern = key_pattern([rule])
+    line = b"type=SYSCALL msg=audit(1.000:7): comm=\"x\" " + record + b"\n"
+    assert bool(pattern.search(line)) is watched
+
+
+def test_prefilter_false_positive_is_rejected_by_the_exact_match(tmp_path):
+    """A file named like a key field passes the cheap filter, but no alert is made."""
+    hex_name = b"key=616C657274".hex().upper().encode()
+    lines = (b'type=SYSCALL msg=audit(1795686297.100:9): arch=c000003e syscall=257 success=yes'
+             b' exit=3 items=1 ppid=1 pid=2 auid=0 uid=0 comm="touch" exe="/usr/bin/touch"'
+             b' key="other"\n'
+             b'type=PATH msg=audit(1795686297.100:9): item=0 name="/tmp/key=616C657274"'
+             b' nametype=CREATE\n'
+             b'type=PATH msg=audit(1795686297.100:9): item=1 name=' + hex_name + b'\n'
+             b'type=EOE msg=audit(1795686297.100:9): \n')
+    config = Config()
+    config.rules = [Rule("r", ["alert"], ["root"], 10, 60)]
+    plugin = Plugin(config, Log(), True, [])
+    handled, mailed = [], []
+    original = plugin.handle
+    plugin.handle = lambda au: (handled.append(1), original(au))
+    plugin.outbox.put = mailed.append
+    plugin.framer.feed(lines)
+    plugin.au.flush_feed()
+    assert handled == [1], "the pre-filter lets the look-alike through"
+    assert mailed == [], "the exact key test rejects it"

@@ -1,14 +1,17 @@
 """LineFramer on its own: chunks of any size in, whole lines out; no auparse, no events."""
 
 import pytest
+from mailalert.framing import MAX_LINE, LineFramer
+from mailalert.log import Log
+from mailalert.status import Status
 
 
 @pytest.fixture
-def framed(plugin_module):
+def framed():
     """A framer and the lines it hands on (each call's bytes joined), and its Status."""
     out = []
-    status = plugin_module.Status()
-    framer = plugin_module.LineFramer(out.append, status, plugin_module.Log())
+    status = Status()
+    framer = LineFramer(out.append, status, Log())
     return framer, out, status
 
 
@@ -38,18 +41,18 @@ def test_a_nul_byte_is_shown_as_caret_at(framed):
 
 
 @pytest.mark.parametrize("size", [10, 4096, 1 << 20])
-def test_lines_over_max_line_are_dropped_and_counted(plugin_module, framed, size):
+def test_lines_over_max_line_are_dropped_and_counted(framed, size):
     """Within one chunk or across many (then the framer skips to the line's end)."""
     framer, out, status = framed
-    long = b"x" * (plugin_module.MAX_LINE + 1) + b"\n"
-    longest = b"y" * plugin_module.MAX_LINE + b"\n"  # exactly MAX_LINE: kept
+    long = b"x" * (MAX_LINE + 1) + b"\n"
+    longest = b"y" * MAX_LINE + b"\n"  # exactly MAX_LINE: kept
     data = b"a\n" + long + b"b\n" + long + longest + b"c\n"
     assert frame(framer, out, data, size) == b"a\nb\n" + longest + b"c\n"
     assert status.long_lines == 2 and status.changed
 
 
-def test_a_line_of_max_line_bytes_waiting_for_its_newline_is_kept(plugin_module, framed):
+def test_a_line_of_max_line_bytes_waiting_for_its_newline_is_kept(framed):
     framer, out, status = framed
-    framer.feed(b"y" * plugin_module.MAX_LINE)
+    framer.feed(b"y" * MAX_LINE)
     framer.feed(b"\n")
-    assert out == [b"y" * plugin_module.MAX_LINE + b"\n"] and status.long_lines == 0
+    assert out == [b"y" * MAX_LINE + b"\n"] and status.long_lines == 0
