@@ -33,6 +33,7 @@ LAB = REPO / "tests" / "lab"
 COLLECTION = BUILD / "ansible_collections" / "linux_audit" / "mail_alert"
 ROLE = COLLECTION / "roles" / "audit_mail_alert"
 PLUGIN_SRC = COLLECTION / "files" / "audisp_mailalert.py"
+PACKAGE_SRC = COLLECTION / "files" / "mailalert"
 EXAMPLE = REPO / "inventory" / "example"
 PLAYBOOK = REPO / "playbooks" / "deploy.yml"
 PREFIX = "audit-mail-alert-fleet-"
@@ -101,12 +102,19 @@ def role_paths() -> dict[str, str]:
         return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: resolve(internal[m.group(1)]), value)
 
     paths = {name: resolve(internal[f"__audit_mail_alert_{name}"])
-             for name in ("plugin_bin", "config", "password_file", "plugin_conf", "rules_file")}
+             for name in ("plugin_bin", "lib_dir", "config", "password_file", "plugin_conf", "rules_file")}
     paths["spool_dir"] = defaults["audit_mail_alert_spool_dir"]
     selinux = (ROLE / "tasks" / "selinux.yml").read_text()
     paths["selinux_build_dir"] = re.search(
         r"__audit_mail_alert_selinux_build_dir \| d\('([^']+)'\)", selinux).group(1)
     return paths
+
+
+def package_paths() -> dict[str, Path]:
+    """Each module of the plugin's package where the role installs it -> the collection's file."""
+    lib_dir = role_paths()["lib_dir"]
+    return {f"{lib_dir}/{source.relative_to(PACKAGE_SRC.parent)}": source
+            for source in sorted(PACKAGE_SRC.rglob("*.py"))}
 
 
 def playbook_settings() -> dict:
@@ -368,7 +376,7 @@ class Fleet:
     def probe(self, host: str) -> dict:
         proc = subprocess.run(
             ["docker", "exec", PREFIX + host, "/usr/bin/python3", "-c", PROBE,
-             json.dumps(sorted(role_paths().values())), json.dumps(FIND_PRODUCT)],
+             json.dumps(sorted({*role_paths().values(), *package_paths()})), json.dumps(FIND_PRODUCT)],
             capture_output=True, text=True, check=True)
         return json.loads(proc.stdout)
 
@@ -440,6 +448,12 @@ class Fleet:
         want = hashlib.sha256(PLUGIN_SRC.read_bytes()).hexdigest()
         if plugin and plugin.get("sha256") != want:
             problems.append(f"{paths['plugin_bin']} is not the collection's files/audisp_mailalert.py")
+        check("lib_dir", 0o755, is_dir=True)
+        for installed, source in package_paths().items():
+            module = files[installed]
+            if module is None or (module["mode"], module["uid"], module.get("sha256")) != (
+                    0o644, 0, hashlib.sha256(source.read_bytes()).hexdigest()):
+                problems.append(f"{installed} is not the collection's {source.relative_to(COLLECTION)}")
         config = check("config", 0o640)
         if config:
             parser = configparser.ConfigParser(interpolation=None)
@@ -463,7 +477,8 @@ class Fleet:
                 problems.append(f"rules {lines} != expected {self.expected_rules(host)}")
         check("spool_dir", 0o700, is_dir=True)
         want_found = sorted(state["real"][paths[n]] for n in
-                            ("plugin_bin", "config", "password_file", "plugin_conf", "rules_file", "spool_dir"))
+                            ("plugin_bin", "lib_dir", "config", "password_file", "plugin_conf", "rules_file",
+                             "spool_dir"))
         if state["found"] != want_found:
             problems.append(f"product files on the host {state['found']}, want exactly {want_found}")
         return problems

@@ -22,7 +22,9 @@ def wait_for(predicate, timeout=20.0, what="condition"):
 
 
 ROOT = Path(__file__).resolve().parents[2]
+# The program and, beside it, its package (the program imports the one beside it).
 PLUGIN_SOURCE = ROOT / "files" / "audisp_mailalert.py"
+PACKAGE_SOURCE = ROOT / "files" / "mailalert"
 COLLECTIONS = os.environ.get("ANSIBLE_COLLECTIONS_PATH", str(ROOT / "build"))
 ANSIBLE = shutil.which("ansible", path=f"{ROOT / '.venv' / 'bin'}:{os.environ.get('PATH', '')}")
 PLUGINS_D = Path("/etc/audit/plugins.d/zz-audit-mail-alert-modules-test.conf")
@@ -66,6 +68,8 @@ class Chain:
         self.watched = directory / "watched"
         shutil.copy(PLUGIN_SOURCE, self.plugin)
         self.plugin.chmod(0o750)
+        shutil.copytree(PACKAGE_SOURCE, directory / "mailalert",
+                        ignore=shutil.ignore_patterns("__pycache__"))
         shutil.copy("/usr/bin/true", self.watched)
         self.write_config()
 

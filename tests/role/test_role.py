@@ -34,13 +34,17 @@ UNMANAGED = '{"audit_mail_alert_manage_auditd": false}'
 UNMANAGED_MSG = "audit_mail_alert_manage_auditd is false: files installed, auditd and the kernel rules left alone"
 
 PLUGIN = "/sbin/audisp-mailalert"
+LIB = "/usr/lib/audisp-mailalert"
+PACKAGE_SRC = REPO / "files" / "mailalert"
+# The last role whose plugin was one file (before the package split), for the upgrade test.
+ONE_FILE_RELEASE = "1c58494"
 CONFIG = "/etc/audit/audisp-mailalert.conf"
 PLUGIN_CONF = "/etc/audit/plugins.d/audisp-mailalert.conf"
 RULES = "/etc/audit/rules.d/60-audit-mail-alert.rules"
 SPOOL = "/var/spool/audisp-mailalert"
 MARKER = f"{SPOOL}/maintenance"
 PASSWORD = "/etc/audit/audisp-mailalert.pass"
-ROLE_PATHS = [PLUGIN, CONFIG, PASSWORD, PLUGIN_CONF, RULES, SPOOL, MARKER]
+ROLE_PATHS = [PLUGIN, LIB, CONFIG, PASSWORD, PLUGIN_CONF, RULES, SPOOL, MARKER]
 # A rule of the host's own, which the role must leave loaded.
 HOST_RULES = "/etc/audit/rules.d/50-amr-host.rules"
 HOST_KEY = "amr-host-rule"
@@ -77,10 +81,10 @@ class Run:
     __repr__ = __str__
 
 
-def playbook(name, *args):
+def playbook(name, *args, collections=BUILD):
     env = dict(
         os.environ,
-        ANSIBLE_COLLECTIONS_PATH=str(BUILD),
+        ANSIBLE_COLLECTIONS_PATH=str(collections),
         ANSIBLE_HOME=str(BUILD / "ansible-home"),
         ANSIBLE_NOCOLOR="1",
         ANSIBLE_DISPLAY_SKIPPED_HOSTS="false",
@@ -129,6 +133,33 @@ def snapshot():
         digest = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
         state[path] = (oct(st.st_mode), st.st_uid, st.st_gid, digest)
     return state
+
+
+def package_problems():
+    """How the installed package differs from files/mailalert: each module there with the
+    same bytes (root, 0644), its directories root's 0755, a compiled file for each module,
+    and nothing else."""
+    problems, wanted = [], set()
+    for source in sorted(PACKAGE_SRC.rglob("*.py")):
+        relative = source.relative_to(PACKAGE_SRC.parent)
+        installed = Path(LIB) / relative
+        wanted |= {installed, *installed.parents}
+        if not installed.is_file() or installed.read_bytes() != source.read_bytes():
+            problems.append(f"{installed} is not {relative}")
+            continue
+        st = installed.stat()
+        if (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) != (0o644, 0, 0):
+            problems.append(f"{installed}: mode {stat.S_IMODE(st.st_mode):o} uid {st.st_uid}")
+        compiled = list(installed.parent.glob(f"__pycache__/{installed.stem}.*.pyc"))
+        if not compiled:
+            problems.append(f"{installed} has no compiled file")
+        wanted |= {*compiled, installed.parent / "__pycache__"}
+    for path in [Path(LIB), *Path(LIB).rglob("*")]:
+        if path not in wanted:
+            problems.append(f"{path} is not part of the package")
+        elif path.is_dir() and (stat.S_IMODE(path.stat().st_mode), path.stat().st_uid) != (0o755, 0):
+            problems.append(f"{path}: mode {stat.S_IMODE(path.stat().st_mode):o}")
+    return problems
 
 
 def assert_marker_closed():
@@ -218,6 +249,7 @@ def test_converge(host):
                        (RULES, 0o640), (SPOOL, 0o700)]:
         st = os.stat(path)
         assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (mode, 0, 0), path
+    assert package_problems() == []
     assert {"amr-exec-w", "amr-hostname", HOST_KEY} <= loaded_keys()
     assert_marker_closed()
     pids = plugin_pids()
@@ -265,9 +297,18 @@ def test_drifted_files_are_put_back(host):
     os.chmod(SPOOL, 0o755)
     os.unlink(PLUGIN_CONF)
     Path(PASSWORD).write_text("stale\n")
+    with open(f"{LIB}/mailalert/text.py", "a") as module:
+        module.write("# drift\n")
+    for compiled in Path(LIB).glob("mailalert/__pycache__/limits.*.pyc"):
+        compiled.unlink()
+    Path(f"{LIB}/mailalert/stray.py").write_text("# not part of the package\n")
     run = playbook("converge.yml")
     assert run.rc == 0, run
+    assert package_problems() == []
     assert {
+        "Plugin | Install the package's modules",
+        "Plugin | Remove what the package no longer holds",
+        "Plugin | Compile the package",
         "Plugin | Install the plugin program",
         "Plugin | Write the plugin config",
         "Plugin | Create the spool directory",
@@ -497,3 +538,51 @@ def test_unmanaged_auditd_writes_the_files_and_leaves_auditd_alone(host):
     clean = playbook("absent.yml")
     assert clean.rc == 0 and clean.changed == 0, clean
     assert auditd_pid() == pid and loaded_rules() == rules
+
+
+def one_file_collection(root: Path) -> Path:
+    """The collection as it was when its plugin was one file (ONE_FILE_RELEASE), laid out
+    for ANSIBLE_COLLECTIONS_PATH under root; skipped where the checkout has no history."""
+    found = subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", f"{ONE_FILE_RELEASE}^{{commit}}"],
+                           capture_output=True, check=False)
+    if found.returncode != 0:
+        pytest.skip(f"commit {ONE_FILE_RELEASE} (the one-file plugin) is not in this checkout's history")
+    tree = root / "ansible_collections" / "linux_audit" / "mail_alert"
+    tree.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", ONE_FILE_RELEASE],
+                             stdout=subprocess.PIPE, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    assert not (tree / "files" / "mailalert").exists()
+    return root
+
+
+def test_a_host_with_the_one_file_plugin_is_upgraded_in_place(host, tmp_path):
+    """A host that the role set up while the plugin was one file (/sbin/audisp-mailalert
+    held all of it): one run of today's role installs the package and the new program,
+    leaves nothing of the old layout behind, keeps the spool (an alert queued there is
+    delivered by the new plugin) and mails no tamper alert; the chain alerts."""
+    collection = one_file_collection(tmp_path)
+    clean = playbook("absent.yml")
+    assert clean.rc == 0, clean
+    old = playbook("converge.yml", collections=collection)
+    assert old.rc == 0, old
+    assert not os.path.exists(LIB)
+    one_file = collection / "ansible_collections/linux_audit/mail_alert/files/audisp_mailalert.py"
+    assert Path(PLUGIN).read_bytes() == one_file.read_bytes()
+    token = f"upgrade-{os.getpid()}-{int(time.time())}"
+    queued = Path(SPOOL) / "queue" / f"{int(time.time() * 1e6):017d}-1-000001.eml"
+    queued.write_text(f"From: root\nTo: root\nSubject: {token}\nX-Audit-Key: {token}\n\n"
+                      "accepted by the one-file plugin, not yet delivered\n")
+    queued.chmod(0o600)
+
+    with no_tamper_mail(stopped=plugin_pids()):
+        run = playbook("converge.yml")
+    assert run.rc == 0, run
+    record("upgrade from the one-file plugin", run)
+    assert Path(PLUGIN).read_bytes() == (REPO / "files" / "audisp_mailalert.py").read_bytes()
+    assert package_problems() == []
+    wait_for(lambda: alerts(token), 60, "the alert queued before the upgrade in the mailbox")
+    assert not queued.exists()
+    wait_for_alert("amr-exec-w", ["/usr/bin/w"])
+    again = playbook("converge.yml")
+    assert again.rc == 0 and again.changed == 0, f"changed: {again.changed_tasks}\n{again}"

@@ -1,6 +1,8 @@
 """What a user checks after deploying the role: packages, files, config, rules, process."""
 
 import configparser
+import hashlib
+from pathlib import Path
 
 import pytest
 from audit_rules import Watch, parse_watches
@@ -10,6 +12,9 @@ PLUGIN_CONF = "/etc/audit/plugins.d/audisp-mailalert.conf"
 CONFIG = "/etc/audit/audisp-mailalert.conf"
 RULES_FILE = "/etc/audit/rules.d/60-audit-mail-alert.rules"
 SPOOL = "/var/spool/audisp-mailalert"
+LIB = "/usr/lib/audisp-mailalert"
+# The collection's copy of the plugin's package (this file is extensions/molecule/*/tests/).
+PACKAGE_SRC = Path(__file__).resolve().parents[4] / "files" / "mailalert"
 # The scenario's role variables (molecule.yml): key `alert` watching /usr/bin/w.
 EXPECTED_WATCH = Watch(path="/usr/bin/w", perm="x", key="alert")
 
@@ -28,6 +33,17 @@ def key_values(text):
 @pytest.mark.parametrize("package", ["auditd", "python3-audit"])
 def test_package_installed(host, package):
     assert host.package(package).is_installed
+
+
+def test_the_package_is_the_collections_and_compiled(host):
+    sources = sorted(PACKAGE_SRC.rglob("*.py"))
+    assert len(sources) > 10
+    for source in sources:
+        installed = host.file(f"{LIB}/{source.relative_to(PACKAGE_SRC.parent)}")
+        assert (installed.exists, installed.mode, installed.user) == (True, 0o644, "root"), installed.path
+        assert installed.sha256sum == hashlib.sha256(source.read_bytes()).hexdigest(), installed.path
+        compiled = host.run(f"ls {installed.path.rsplit('/', 1)[0]}/__pycache__/{source.stem}.*.pyc")
+        assert compiled.rc == 0, f"{installed.path} is not compiled"
 
 
 @pytest.mark.parametrize(

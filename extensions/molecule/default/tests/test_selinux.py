@@ -59,12 +59,23 @@ def test_module_installed(host):
 
 @pytest.mark.parametrize("path, expected", [
     (PLUGIN, "audisp_mailalert_exec_t"),
+    ("/usr/lib/audisp-mailalert", "audisp_mailalert_lib_t"),
+    ("/usr/lib/audisp-mailalert/mailalert/plugin.py", "audisp_mailalert_lib_t"),
+    ("/usr/lib/audisp-mailalert/mailalert/transports/__pycache__", "audisp_mailalert_lib_t"),
     ("/etc/audit/audisp-mailalert.conf", "audisp_mailalert_conf_t"),
     ("/var/spool/audisp-mailalert", "audisp_mailalert_spool_t"),
     ("/var/spool/audisp-mailalert/queue", "audisp_mailalert_spool_t"),
 ])
 def test_labels(host, path, expected):
     assert selinux_type(host.check_output("stat -c %%C %s", path)) == expected
+
+
+def test_every_file_of_the_package_has_its_type(host):
+    """compileall wrote the compiled files after the module's files were labelled: they
+    have the package's type too (inherited from their directory), and nothing is lib_t."""
+    labels = host.check_output("find /usr/lib/audisp-mailalert -printf '%Z %p\\n'").splitlines()
+    assert len(labels) > 20
+    assert [line for line in labels if selinux_type(line.split()[0]) != "audisp_mailalert_lib_t"] == []
 
 
 def test_plugin_runs_in_its_domain(host):
