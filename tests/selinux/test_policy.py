@@ -94,6 +94,8 @@ def test_auditd_runs_the_plugin_in_its_domain(policy):
     ("/sbin/audisp-mailalert", "audisp_mailalert_exec_t"),
     ("/usr/sbin/audisp-mailalert", "audisp_mailalert_exec_t"),
     ("/usr/bin/audisp-mailalert", "audisp_mailalert_exec_t"),
+    ("/usr/lib/audisp-mailalert", "audisp_mailalert_lib_t"),
+    ("/usr/lib/audisp-mailalert/mailalert/__pycache__/plugin.cpython-311.pyc", "audisp_mailalert_lib_t"),
     ("/etc/audit/audisp-mailalert.conf", "audisp_mailalert_conf_t"),
     ("/etc/audit/audisp-mailalert.pass", "audisp_mailalert_conf_t"),
     ("/etc/audit/auditd.conf", "auditd_etc_t"),
@@ -109,6 +111,7 @@ def test_file_contexts(linked, path, expected):
 @pytest.mark.parametrize("target, tclass, perm", [
     ("auditd_t", "unix_stream_socket", "read"),  # stdin from auditd
     ("audisp_mailalert_conf_t", "file", "read"),
+    ("audisp_mailalert_lib_t", "file", "read"),  # the package it imports
     ("audisp_mailalert_spool_t", "file", "rename"),
     ("audisp_mailalert_spool_t", "dir", "add_name"),
     ("devlog_t", "sock_file", "write"),  # syslog(3)
@@ -128,11 +131,27 @@ def test_allowed(policy, target, tclass, perm):
     ("http_port_t", "tcp_socket", "name_connect"),
     ("user_home_t", "file", "read"),
     ("bin_t", "file", "write"),
+    ("audisp_mailalert_lib_t", "file", "write"),  # no bytecode written at run time
     ("var_spool_t", "file", "write"),
     (f"{MODULE}_t", "netlink_audit_socket", "nlmsg_write"),  # it reads audit state, never sets it
 ])
 def test_nothing_broader(policy, target, tclass, perm):
     assert sesearch(policy, "-A", "-s", f"{MODULE}_t", "-t", target, "-c", tclass, "-p", perm) == []
+
+
+# Confined domains that the reference policy lets write lib_t (some under a boolean), the
+# type the package's directory would have without a type of its own. (prelink_t and
+# puppet_t write it too, but as files_unconfined_type: they may write any file.)
+LIB_T_WRITERS = ["ftpd_t", "smbd_t", "nfsd_t", "systemd_tmpfiles_t"]
+
+
+@pytest.mark.parametrize("domain", LIB_T_WRITERS)
+def test_no_confined_domain_writes_the_package(policy, domain):
+    """The code the plugin runs has a type of its own: domains that may write lib_t do
+    not get to write it (sysadm and the domains with unconfined file access still may, as
+    they may write /etc/shadow)."""
+    assert sesearch(policy, "-A", "-s", domain, "-t", "lib_t", "-c", "file", "-p", "write")
+    assert sesearch(policy, "-A", "-s", domain, "-t", f"{MODULE}_lib_t", "-c", "file", "-p", "write") == []
 
 
 def test_neither_permissive_nor_unconfined(policy):
