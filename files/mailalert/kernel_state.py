@@ -20,7 +20,7 @@ from functools import lru_cache
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 # Filter lists (rule flags without AUDIT_FILTER_PREPEND) and actions.
-FILTER_USER, FILTER_TASK, FILTER_EXIT, FILTER_EXCLUDE, FILTER_FS = 0, 1, 4, 5, 6
+FILTER_USER, FILTER_TASK, FILTER_EXIT, FILTER_EXCLUDE, FILTER_FS, FILTER_URING = 0, 1, 4, 5, 6, 7
 FILTER_PREPEND = 0x10
 LIST_NAMES = {0: "user", 1: "task", 2: "entry", 3: "watch", 4: "exit", 5: "exclude",
               6: "filesystem", 7: "io_uring"}
@@ -238,8 +238,8 @@ class Rule:
         numbers = self.syscalls()
         if not numbers:
             return ""
-        if self.listnr not in LIST_NAMES or LIST_NAMES[self.listnr] == "io_uring":
-            return " -S " + ",".join(map(str, numbers))  # io_uring operations: numbers
+        if self.listnr == FILTER_URING or (arch is not None and arch not in KNOWN_ARCHES):
+            return " -S " + ",".join(map(str, numbers))  # io_uring operations, unknown arch
         return " -S " + ",".join(names.syscall(arch, number) for number in numbers)
 
     def to_json(self) -> Dict[str, Any]:
