@@ -217,3 +217,63 @@ def test_a_refusal_is_an_oserror():
                            "--inh-caps=-all", "/usr/bin/python3", "-"], input=program.encode(),
                           capture_output=True, check=True)
     assert done.stdout.decode().split() == [str(errno.EPERM)] * 2, done.stderr.decode()
+
+
+DEPLOYED_SETTINGS = ["-f", "1", "-r", "0", "-b", "8192", "--backlog_wait_time", "60000"]
+# The blindings of issue #21, each with its undo and the finding it must give.
+ATTACKS = [
+    (["-a", "exclude,always", "-F", "msgtype=CONFIG_CHANGE"],
+     ["-d", "exclude,always", "-F", "msgtype=CONFIG_CHANGE"], "rule-excluding"),
+    (["-a", "exclude,always", "-F", "msgtype=SYSCALL"],
+     ["-d", "exclude,always", "-F", "msgtype=SYSCALL"], "rule-excluding"),
+    (["-A", "exit,never", "-F", "arch=b64", "-S", "all", "-F", "auid=0"],
+     ["-d", "exit,never", "-F", "arch=b64", "-S", "all", "-F", "auid=0"], "rule-excluding"),
+    (["-W", "/etc/passwd", "-p", "wa", "-k", "k1"],
+     ["-w", "/etc/passwd", "-p", "wa", "-k", "k1"], "rules-removed"),
+    (["-r", "100"], ["-r", "0"], "audit-setting"),
+    (["-b", "64"], ["-b", "8192"], "audit-setting"),
+    (["-f", "0"], ["-f", "1"], "audit-setting"),
+    (["--backlog_wait_time", "0"], ["--backlog_wait_time", "60000"], "audit-setting"),
+    (["-e", "0"], ["-e", "1"], "audit-disabled"),
+]
+
+
+def test_losses_see_the_blindings_on_this_kernel(kernel_audit):
+    load([["-w", "/etc/passwd", "-p", "wa", "-k", "k1"],
+          ["-a", "always,exit", "-F", "arch=b64", "-S", "execve", "-F", "auid>=1000",
+           "-F", "auid!=unset", "-k", "k2"]])
+    auditctl(*DEPLOYED_SETTINGS)
+    auditctl("-e", "1")
+    reader = audit_netlink.AuditNetlink()
+
+    def read() -> kernel_state.KernelState:
+        return kernel_state.KernelState.from_kernel(reader.status(), reader.rules())
+
+    deployed = read()
+    for attack, undo, kind in ATTACKS:
+        auditctl(*attack)
+        try:
+            now = read()
+            listed = auditctl_rules()
+        finally:
+            auditctl(*undo)
+        found = [f for f in kernel_state.losses(deployed, now, ["k1", "k2"])
+                 if f.kind not in kernel_state.COUNTER_KINDS]
+        assert [f.kind for f in found] == [kind], attack
+        assert set(found[0].after) <= set(listed)
+        assert set(found[0].before) <= {rule.text() for rule in deployed.rules}
+        assert [f for f in kernel_state.losses(deployed, read(), ["k1", "k2"])
+                if f.kind not in kernel_state.COUNTER_KINDS] == [], undo
+
+
+def test_decoding_refuses_short_messages():
+    with pytest.raises(ValueError):
+        audit_netlink.decode_rule(bytes(audit_netlink.RULE_HEAD.size - 1))
+    with pytest.raises(ValueError):  # says it has 10 bytes of strings, has none
+        audit_netlink.decode_rule(bytes(audit_netlink.RULE_HEAD.size - 4) + struct.pack("=I", 10))
+    with pytest.raises(ValueError):
+        audit_netlink.decode_status(bytes(28))
+    assert list(audit_netlink.decode_status(bytes(32))) == list(audit_netlink.STATUS_FIELDS[:8])
+    header = audit_netlink.NLMSGHDR.pack(40, 1013, 0, 1, 0)  # longer than the datagram
+    with pytest.raises(ValueError):
+        list(audit_netlink.AuditNetlink._split(memoryview(header + bytes(8))))
