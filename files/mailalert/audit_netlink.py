@@ -13,7 +13,7 @@ Layouts: include/uapi/linux/audit.h and kernel/auditfilter.c (audit_krule_to_dat
 """
 
 # Python 3.6 (RHEL 8) has no list[str] or X | None in annotations: keep typing's names.
-# ruff: noqa: UP006, UP035
+# ruff: noqa: UP006, UP035, UP045
 
 import errno
 import os
@@ -21,7 +21,7 @@ import socket
 import struct
 import time
 from collections import namedtuple
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 NETLINK_AUDIT = 9
 AUDIT_GET = 1000
@@ -88,10 +88,10 @@ class AuditNetlink:
         self.timeout = timeout
         self.max_rules = max_rules
         self.max_bytes = max_bytes
-        self.sock = None  # type: Optional[socket.socket]
+        self.sock: Optional[socket.socket] = None
         self.seq = int.from_bytes(os.urandom(2), "little")  # a fresh socket's first seq varies
         self.buffer = bytearray(RECV_BUFFER)
-        self.last_reply_sizes = []  # type: List[int]  # payload bytes of the last reply's messages
+        self.last_reply_sizes: List[int] = []  # payload bytes of the last reply's messages
 
     def close(self) -> None:
         if self.sock is not None:
@@ -108,7 +108,7 @@ class AuditNetlink:
 
     def rules(self) -> List[RuleData]:
         """The loaded rules (`auditctl -l`), in the kernel's order: filter list by list."""
-        found = []  # type: List[RuleData]
+        found: List[RuleData] = []
         try:
             for payload in self._exchange(AUDIT_LIST_RULES, multipart=True):
                 if len(found) >= self.max_rules:

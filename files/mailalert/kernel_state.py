@@ -60,10 +60,10 @@ FSTYPE_NAMES = {0x74726163: "tracefs", 0x64626720: "debugfs", 0x27E0EB: "cgroup"
 # The architectures libaudit knows (auditctl prints b32/b64 for them, else hex), and the
 # host's, for rules without an arch field (auditctl takes the machine it runs on).
 KNOWN_ARCHES = frozenset([0x40000003, 0xC000003E, 0x80000015, 0xC0000015, 0x14, 0x80000016,
-                          0x16, 0x40000028, 0xC00000B7])
+                          0x16, 0x40000028, 0xC00000B7, 0x400000F3, 0xC00000F3])
 MACHINE_ARCHES = {"x86_64": 0xC000003E, "i386": 0x40000003, "i686": 0x40000003,
                   "aarch64": 0xC00000B7, "ppc64le": 0xC0000015, "ppc64": 0x80000015,
-                  "s390x": 0x80000016, "armv7l": 0x40000028}
+                  "s390x": 0x80000016, "armv7l": 0x40000028, "riscv64": 0xC00000F3}
 BITMASK_WORDS = 64
 ALL_WORDS = BITMASK_WORDS - 1  # auditctl's "-S all": every word but the last set
 
@@ -83,7 +83,7 @@ class Names:
     def __init__(self, host_arch: Optional[int] = None) -> None:
         self.host_arch = host_arch if host_arch is not None else MACHINE_ARCHES.get(
             os.uname().machine, 0)
-        self.cache = {}  # type: Dict[Tuple[str, int, int], Optional[str]]
+        self.cache: Dict[Tuple[str, int, int], Optional[str]] = {}
         try:
             import auparse
         except ImportError:
@@ -359,7 +359,9 @@ def _key_losses(deployed: List[Rule], now: List[Rule], watched: Set[str],
     longer holds; changed when a rule it holds now (and did not) carries one of the keys."""
     gone = [rule for rule in _minus(deployed, now) if watched.intersection(rule.keys)]
     added = _minus(now, deployed)
-    removed, changed, replacements = [], [], []  # type: List[Rule], List[Rule], List[Rule]
+    removed: List[Rule] = []
+    changed: List[Rule] = []
+    replacements: List[Rule] = []
     for rule in gone:
         keys = watched.intersection(rule.keys)
         successors = [other for other in added if keys.intersection(other.keys)]

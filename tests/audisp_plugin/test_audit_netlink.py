@@ -124,6 +124,15 @@ def test_rules_render_as_auditctl_lists_them(kernel_audit, tmp_path):
     assert all(size >= audit_netlink.RULE_HEAD.size for size in reader.last_reply_sizes)
 
 
+def test_exe_with_another_operator(kernel_audit):
+    """The one difference: auditctl 3.0.9 prints `exe=` whatever the operator (later versions
+    print it); the rule text shows the operator the kernel holds."""
+    auditctl("-a", "always,exit", "-F", "arch=b64", "-S", "openat", "-F", "exe!=/usr/bin/cat")
+    (ours,) = rendered(audit_netlink.AuditNetlink())
+    assert ours == "-a always,exit -F arch=b64 -S openat -F exe!=/usr/bin/cat"
+    assert auditctl_rules()[0] in (ours, ours.replace("exe!=", "exe="))
+
+
 def test_rules_survive_json(kernel_audit, tmp_path):
     load(rule_set(tmp_path))
     reader = audit_netlink.AuditNetlink()
