@@ -162,12 +162,13 @@ class Rule:
         offset = 0
         for number, flags, value in data.fields:
             number &= ~AUDIT_OPERATORS
-            op = OPERATORS.get(flags & AUDIT_OPERATORS, "?%#x" % (flags & AUDIT_OPERATORS))
+            op = OPERATORS.get(flags & AUDIT_OPERATORS, f"?{flags & AUDIT_OPERATORS:#x}")
             if number in STRING_FIELDS:
-                if offset + value > len(data.buf):
+                string = data.buf[offset:offset + value]
+                if len(string) != value:
                     raise ValueError(f"audit rule string of {value} bytes past its buffer")
-                value, offset = data.buf[offset:offset + value].decode(
-                    "utf-8", "surrogateescape"), offset + value
+                offset += value
+                value = string.decode("utf-8", "surrogateescape")
             fields.append((number, op, value))
         return cls(data.flags & ~FILTER_PREPEND, data.action, data.mask, fields)
 
