@@ -454,7 +454,8 @@ def changes(deployed: KernelState, last: KernelState, now: KernelState,
             watched_keys: Iterable[str], names: Optional[Names] = None) -> List[Finding]:
     """The findings to mail at a new read: the losses against the deployed state that were
     not there at the last read (one mail per change), and the lost counter's movement
-    since the last read. At the first read, last is the deployed state."""
+    since the last read. At the first read, last is the deployed state; after a reboot (the
+    lost counter starts again at 0) its counters should be the first read's own."""
     keys = list(watched_keys)
     seen = set(losses(deployed, last, keys, names))
     fresh = [finding for finding in losses(deployed, now, keys, names)
