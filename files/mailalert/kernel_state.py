@@ -271,7 +271,6 @@ def _number(value: Any, top: int) -> int:
     return value
 
 
-# long: one branch per kind of field, in auditctl's order (auditctl-listing.c print_rule)
 def render_field(field: Field, watch: bool, names: Names) -> str:
     """One field as auditctl prints it. Differences from auditctl 3.0.9: path, dir and exe
     show their operator (3.0.9 always prints "=", later versions the operator)."""
