@@ -12,14 +12,10 @@ import os
 import socket
 import struct
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-FILES = Path(__file__).resolve().parents[2] / "files"
-sys.path.insert(0, str(FILES))
-
+from conftest import FILES
 from mailalert import audit_netlink, kernel_state
 
 SETTINGS = ("enabled", "failure", "rate_limit", "backlog_limit", "backlog_wait_time")

@@ -3,13 +3,8 @@ none, one mail per change (changes()), the JSON form, and the rendering's corner
 live kernel does not show (test_audit_netlink.py compares the rest with auditctl -l)."""
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "files"))
-
 from mailalert import kernel_state as ks
 from mailalert.audit_netlink import RuleData
 
