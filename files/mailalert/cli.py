@@ -8,10 +8,13 @@ import sys
 from typing import List, Optional
 
 from . import PROG
-from .config import DEFAULT_CONFIG, ConfigError, load_config
+from .audit_netlink import AuditNetlink
+from .config import DEFAULT_CONFIG, Config, ConfigError, load_config
 from .events import auparse
 from .log import Log, stderr_is_useful
 from .plugin import Plugin
+from .spool import Spool
+from .state_watch import record_state
 
 EXIT_USAGE = 2
 
@@ -25,6 +28,10 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--print", action="store_true", dest="print_only",
                         help="write each composed message to stdout (mbox) instead of "
                         "delivering it, e.g. to test a config against `ausearch --raw` output")
+    parser.add_argument("--record-state", action="store_true",
+                        help="read the rules and status the kernel enforces and keep them in the "
+                        "spool as the deployed state that tamper alerts compare with (the role "
+                        "runs it after it loads rules); then exit")
     parser.add_argument("keys", nargs="*", metavar="KEY",
                         help="audit keys forming one extra rule (named args) mailed to [mail] to")
     return parser.parse_args(argv)
@@ -44,4 +51,24 @@ def main(argv: Optional[List[str]] = None) -> int:
         log.to_stderr = True
         log.error("the auparse Python module is missing (install python3-audit)")
         return 1
+    if args.record_state:
+        return record_deployed_state(config, log)
     return Plugin(config, log, args.print_only, args.keys).run()
+
+
+def record_deployed_state(config: Config, log: Log) -> int:
+    """--record-state: the kernel's rules and status now are the deployed state."""
+    spool = Spool(config.spool_dir)
+    try:
+        spool.prepare()
+        netlink = AuditNetlink()
+        try:
+            state = record_state(spool, netlink)
+        finally:
+            netlink.close()
+    except OSError as err:
+        log.to_stderr = True
+        log.error(f"cannot record the deployed audit state in {spool.deployed_path}: {err}")
+        return 1
+    print(f"recorded {len(state.rules)} rules and the status in {spool.deployed_path}")
+    return 0

@@ -127,8 +127,10 @@ def compose_digest(config: Config, rule: Rule, held: Held, window_end: float) ->
 
 
 def compose_tamper(config: Config, rule: Rule, tamper: Tamper) -> EmailMessage:
-    """The mail for one tamper finding: what changed, who did it, the records behind it."""
-    subject = f"[audit] tamper: {header_text(tamper.summary, 120)} on {header_text(HOSTNAME, SUBJECT_PART_MAX)}"
+    """The mail for one tamper finding: what changed, who did it, the records behind it, on
+    which host (another node's, for an aggregating auditd)."""
+    node = header_text(tamper.node, SUBJECT_PART_MAX)
+    subject = f"[audit] tamper: {header_text(tamper.summary, 120)} on {node}"
     message = _new_message(config, rule.to, subject)
     message["X-Audit-Key"] = TAMPER_RULE
     message["X-Audit-Rule"] = rule.name
@@ -137,7 +139,7 @@ def compose_tamper(config: Config, rule: Rule, tamper: Tamper) -> EmailMessage:
         message["X-Audit-Event"] = tamper.event_id
     if tamper.token:
         message["X-Audit-Verify"] = tamper.token
-    lines = [f"Auditing on {HOSTNAME} was weakened or switched off ({tamper.kind}).", ""]
+    lines = [f"Auditing on {node} was weakened or switched off ({tamper.kind}).", ""]
     lines += [escape_text(line, BODY_LINE_MAX) for line in tamper.what]
     lines += [
         "",

@@ -4,6 +4,7 @@ with their fields. This module owns the auparse binding (None when python3-audit
 # Python 3.6 (RHEL 8) has no list[str] or X | None in annotations: keep typing's names.
 # ruff: noqa: UP006, UP035, UP045
 
+import re
 from typing import List, Optional, Tuple
 
 try:
@@ -34,6 +35,11 @@ class Event:
         self.serial = 0
         self.ppid = ""
         self.records = []  # type: List[str]
+
+
+# A change record's op and, for add_rule, its filter list (5: the exclude list).
+RULE_LOAD_FIELDS_RE = re.compile(r" op=(\S+)(?:.*? list=(\d+))?")
+EXCLUDE_LIST = "5"
 
 
 def _field_value(au) -> str:
@@ -230,8 +236,20 @@ def read_records(au) -> List[Record]:
     return records
 
 
-def change_op(au) -> str:
-    """The op= of the current event's first record, cheaply: most CONFIG_CHANGE events
-    load rules (add_rule), which are no tamper finding and need no further reading."""
+def rule_loads_only(au) -> bool:
+    """Whether every change record of the current event loads a rule that is not on the
+    exclude list (auditctl -a/-w, augenrules --load, one per rule): cheaply, because most
+    CONFIG_CHANGE events are such, and none of them is a tamper finding. One netlink
+    message may carry several changes: each record is looked at, in its own text."""
     au.first_record()
-    return _field_str(au).strip('"').replace(" ", "_") if _find(au, "op") else ""
+    while True:
+        try:
+            kind, text = au.get_type_name(), au.get_record_text() or ""
+        except (LookupError, UnicodeDecodeError, OSError):
+            return False  # read it all (read_records copes)
+        if kind == "CONFIG_CHANGE":
+            fields = RULE_LOAD_FIELDS_RE.search(text.split("\x1d", 1)[0])
+            if fields is None or fields.group(1) != "add_rule" or fields.group(2) == EXCLUDE_LIST:
+                return False
+        if not au.next_record():
+            return True

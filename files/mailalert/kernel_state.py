@@ -2,7 +2,8 @@
 
 `Rule` is one loaded rule (decoded from audit_netlink's RuleData), `KernelState` the status and
 the rules at one moment (JSON both ways: the deployed state is kept on disk), `losses()` the
-findings between the deployed state and now, `changes()` the ones to mail at a new read.
+findings between the deployed state and now, `counter_losses()` the lost counter's movement
+between two reads (state_watch.StateWatch decides which to mail, once per change).
 `Rule.text()` prints a rule as `auditctl -l` (audit 3.0.9 and later) does, for the mail.
 
 No I/O. Syscall, message type and errno names come from auparse (libaudit's tables, through a
@@ -68,8 +69,9 @@ BITMASK_WORDS = 64
 ALL_WORDS = BITMASK_WORDS - 1  # auditctl's "-S all": every word but the last set
 
 Field = namedtuple("Field", "field op value")  # number, operator symbol, int or str
-Finding = namedtuple("Finding", "kind summary before after")  # before/after: rule texts
-COUNTER_KINDS = ("events-lost", "lost-reset")
+# before/after: rule texts; keys: the watched keys of the rules removed or changed
+Finding = namedtuple("Finding", "kind summary before after keys")
+Finding.__new__.__defaults__ = ((),)  # namedtuple's defaults= needs Python 3.7
 
 
 def signed(value: int) -> int:
@@ -370,11 +372,12 @@ def _key_losses(deployed: List[Rule], now: List[Rule], watched: Set[str],
     found = []
     if removed:
         summary = f"{len(removed)} rule(s) removed, keys {_key_list(removed, watched)}"
-        found.append(Finding("rules-removed", summary, _texts(removed, names), ()))
+        found.append(Finding("rules-removed", summary, _texts(removed, names), (),
+                             tuple(_key_list(removed, watched).split(", "))))
     if changed:
         summary = f"{len(changed)} rule(s) changed, keys {_key_list(changed, watched)}"
         found.append(Finding("rule-changed", summary, _texts(changed, names),
-                             _texts(replacements, names)))
+                             _texts(replacements, names), tuple(_key_list(changed, watched).split(", "))))
     return found
 
 
@@ -425,13 +428,14 @@ def _setting_losses(before: Dict[str, int], after: Dict[str, int]) -> List[Findi
     return found
 
 
-def _counter_losses(before: Dict[str, int], after: Dict[str, int]) -> List[Finding]:
-    """events-lost when the kernel's lost counter went up, lost-reset when it went down."""
+def counter_losses(before: Dict[str, int], after: Dict[str, int]) -> List[Finding]:
+    """events-lost when the kernel's lost counter went up between two reads of the status,
+    lost-reset when it went down (auditctl --reset-lost)."""
     if "lost" not in before or "lost" not in after or before["lost"] == after["lost"]:
         return []
     old, new = before["lost"], after["lost"]
     if new > old:
-        return [Finding("events-lost", f"{new - old} events lost (lost {old} -> {new})",
+        return [Finding("events-lost", f"the kernel lost {new - old} events (lost counter {old} -> {new})",
                         (), ())]
     return [Finding("lost-reset", f"lost counter reset ({old} -> {new}): the losses it counted are "
                     "no longer seen", (), ())]
@@ -441,22 +445,9 @@ def losses(deployed: KernelState, now: KernelState, watched_keys: Iterable[str],
            names: Optional[Names] = None) -> List[Finding]:
     """Every loss of coverage from the deployed state to now, one finding per kind (per
     setting for audit-setting). Widening (rules added that record more, limits raised,
-    excluding rules removed) is none."""
+    excluding rules removed) is none. The lost counter is compared between two reads
+    (counter_losses), not with the deployed state."""
     names = names or default_names()
     return (_key_losses(deployed.rules, now.rules, set(watched_keys), names)
             + _excluding_losses(deployed.rules, now.rules, names)
-            + _setting_losses(deployed.status, now.status)
-            + _counter_losses(deployed.status, now.status))
-
-
-def changes(deployed: KernelState, last: KernelState, now: KernelState,
-            watched_keys: Iterable[str], names: Optional[Names] = None) -> List[Finding]:
-    """The findings to mail at a new read: the losses against the deployed state that were
-    not there at the last read (one mail per change), and the lost counter's movement
-    since the last read. At the first read, last is the deployed state; after a reboot (the
-    lost counter starts again at 0) its counters should be the first read's own."""
-    keys = list(watched_keys)
-    seen = set(losses(deployed, last, keys, names))
-    fresh = [finding for finding in losses(deployed, now, keys, names)
-             if finding.kind not in COUNTER_KINDS and finding not in seen]
-    return fresh + _counter_losses(last.status, now.status)
+            + _setting_losses(deployed.status, now.status))

@@ -13,7 +13,7 @@ from typing import List, Optional, Tuple
 from .compose import compose_alert, compose_digest, compose_tamper
 from .config import Config, ConfigError, Rule, load_config
 from .delivery import Outbox
-from .events import Event, auparse, change_op, event_keys, read_event, timestamp
+from .events import Event, auparse, event_keys, read_event, rule_loads_only, timestamp
 from .framing import MAX_LINE, LineFramer
 from .limits import RateLimiter
 from .log import Log, fstat_mode
@@ -26,7 +26,8 @@ from .sifter import (
 from .signals import SignalWatcher
 from .spool import Spool
 from .status import Status, StatusFile
-from .tamper import TAMPER_OPS, TAMPER_TYPES, Tamper, TamperWatch
+from .tamper import TAMPER_TYPES, Tamper
+from .tamper_watch import TamperWatch
 
 TICK = 0.5  # seconds between timer duties (event aging, window ends, status file)
 READ_SIZE = 65536
@@ -97,6 +98,7 @@ class Plugin:
         self.config = config
         self.send_digests()  # a rule that is gone reports what it held back
         self.pattern = key_pattern(config.rules, config.tamper is not None)
+        self.tamper.reconfigure(config.rules)
         self.outbox.reconfigure(config)
         self.status.changed = True
         self.log.info(f"config reloaded: {len(config.rules)} rules")
@@ -111,6 +113,9 @@ class Plugin:
             return 1
         self.log.info("started: {} rules, transport {}{}".format(
             len(self.config.rules), self.config.transport, " (print only)" if self.print_only else ""))
+        if self.config.tamper is not None:
+            self.tamper.at_start(self.status_file.previous())
+            self.guarded(self.tamper.start, self.config.rules)
         try:
             while not self.signals.stop_requested:
                 readable = select.select([stdin_fd, self.signals.wake_fd], [], [], TICK)[0]
@@ -182,10 +187,13 @@ class Plugin:
     def handle(self, au) -> None:
         record_type, keys = event_keys(au)
         if record_type in TAMPER_TYPES:
-            # Loading the watch is no alert; removing it, or switching auditing off, may be
-            # a tamper finding.
-            if self.config.tamper is not None and (record_type != "CONFIG_CHANGE" or change_op(au) in TAMPER_OPS):
+            # Loading a watch is no alert; removing it, or switching auditing off, may be a
+            # tamper finding. Rule loads alone (most CONFIG_CHANGE events) are passed over.
+            if self.config.tamper is not None and (record_type != "CONFIG_CHANGE" or not rule_loads_only(au)):
+                ended = self.tamper.auditd_ended
                 self.tamper.read(au, self.config.rules)
+                if self.tamper.auditd_ended and not ended:  # now: a KILL may follow at once
+                    self.status_file.write(self.limiter, self.config.all_rules(), force=True)
             return
         matches = []
         for rule in self.config.rules:
@@ -250,5 +258,6 @@ class Plugin:
             self.tamper.at_exit(self.signals.stop_sender, self.signals.stop_time or time.time())
         self.send_digests(force=True)
         self.outbox.close(self.config.timeout)
+        self.status.running = False  # a clean end: the next plugin has nothing to report
         self.status_file.write(self.limiter, self.config.all_rules(), force=True)
         self.log.info("stopped")

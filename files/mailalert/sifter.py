@@ -71,11 +71,15 @@ LAST_RECORD_TYPES = frozenset(b"""
 SIFT_BUFFER_MAX = 2 << 20  # bytes of undecided events held; beyond, they are fed to auparse
 SIFT_OPEN_MAX = 10000  # events open at once (held or passing through); beyond, the oldest goes
 CARRY_MAX = 256 << 10  # bytes of an unfinished event at the end of a chunk kept for the next
-# An event whose first record loads a rule (auditctl -a/-w, augenrules --load, one per rule):
-# never an alert (its first record is of a TAMPER_TYPES type) nor a tamper finding (its op
-# is no TAMPER_OPS), so it need not reach auparse. ` op=` is the op field itself: the kernel
-# hex-encodes a value holding a space, and the enriched part after \x1d is not looked at.
-RULE_LOAD_RE = re.compile(rb"(?:node=[^ \n]+ )?type=CONFIG_CHANGE msg=audit\([0-9.:]+\):[^\n\x1d]*? op=add_rule ")
+# An event whose one change record loads a rule that is not on the exclude list (auditctl
+# -a/-w, augenrules --load, one per rule): never an alert (its first record is of a
+# TAMPER_TYPES type) nor a tamper finding (events.rule_loads_only), so it need not reach
+# auparse. ` op=` is the op field itself: the kernel hex-encodes a value holding a space,
+# and the enriched part after \x1d is not looked at. An event with a second change record
+# (one netlink message, several changes) goes to auparse whole.
+RULE_LOAD_RE = re.compile(rb"(?:node=[^ \n]+ )?type=CONFIG_CHANGE msg=audit\([0-9.:]+\):[^\n\x1d]*? op=add_rule "
+                          rb"(?![^\n\x1d]*? list=5 )")
+CHANGE_RECORD = b"type=CONFIG_CHANGE "
 # One record's head as auparse reads it: [node=N ]type=T msg=audit(SEC.MILLI:SERIAL):
 RECORD_HEAD_RE = re.compile(rb"(?:node=([^ \n]+) )?type=([^ \n]+) msg=audit\(([0-9]+)\.([0-9]+):([0-9]+)\):")
 
@@ -201,7 +205,7 @@ class EventSifter:
         if not (next_mark < len(marks) and marks[next_mark] < stop) and not any(
                 data.find(needle, start, stop) >= 0 for needle in ALWAYS_CANDIDATE_NEEDLES):
             return False
-        if RULE_LOAD_RE.match(data, start):
+        if RULE_LOAD_RE.match(data, start) and data.count(CHANGE_RECORD, start, stop) == 1:
             return False
         self.mark(int(RECORD_HEAD_RE.match(data, start).group(5)))
         return True

@@ -11,7 +11,7 @@ import re
 import stat
 import threading
 import time
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
 from .log import Log
 from .transports import DeliveryError
@@ -20,7 +20,8 @@ TOKEN_RE = re.compile(r"[A-Za-z0-9-]{1,64}\Z")
 MAX_MESSAGE_BYTES = 4 << 20  # a queue file larger than any alert or digest can be
 SPOOL_MAX_FILES = 10000  # alerts waiting in queue/ (an MTA down for long)...
 SPOOL_MAX_BYTES = 256 << 20  # ...and their bytes; beyond either, an alert is held in memory
-MAINTENANCE_MAX = 900  # seconds: the longest window the role's marker can open
+MAINTENANCE_MAX = 900  # seconds: the longest window a marker can hold open
+MAX_DEPLOYED_BYTES = 16 << 20  # deployed.json: 10,000 rules of the longest kind fit  # seconds: the longest window the role's marker can open
 
 
 class SpoolFull(OSError):
@@ -87,6 +88,50 @@ def replace_file(path: str, data: bytes) -> None:
     write_whole(temporary, path, data, 0o644, durable=False)
 
 
+def boot_id() -> str:
+    """This boot's id (a marker of another boot is no window now)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as handle:
+            return handle.read().strip()
+    except OSError:
+        return ""
+
+
+def uptime() -> float:
+    """Seconds since boot, suspend included (CLOCK_BOOTTIME, as /proc/uptime gives it on
+    Python 3.6 too): the clock of the marker's window, which setting the date cannot move."""
+    with open("/proc/uptime") as handle:
+        return float(handle.read().split()[0])
+
+
+class Marker:
+    """The role's maintenance marker: START END (epoch seconds, for people) and the window
+    itself on this boot's clock: BOOT_ID, OPENED and UNTIL (seconds since boot)."""
+
+    def __init__(self, start: int, end: int, boot: str, opened: float, until: float) -> None:
+        self.start, self.end = start, end
+        self.boot, self.opened = boot, opened
+        self.until = min(until, opened + MAINTENANCE_MAX)
+
+    @classmethod
+    def parse(cls, raw: bytes) -> Optional["Marker"]:
+        fields = raw.decode("ascii", "replace").split()
+        if len(fields) != 5 or not fields[0].isdigit() or not fields[1].isdigit() \
+                or not re.fullmatch(r"[0-9a-f-]{36}", fields[2]):
+            return None
+        try:
+            opened, until = float(fields[3]), float(fields[4])
+        except ValueError:
+            return None
+        if not 0 <= opened <= until:
+            return None
+        return cls(int(fields[0]), int(fields[1]), fields[2], opened, until)
+
+    def covers(self, boot: str, now: float, early: float, late: float) -> bool:
+        """Whether the window of this boot holds now, give or take early and late."""
+        return self.boot == boot and self.opened - early <= now <= self.until + late
+
+
 class Spool:
     """The spool directory's layout, its one owner here (docs/design.md): `<dir>/queue/`
     holds one complete message per file (written under a temporary name, then renamed); a
@@ -101,6 +146,7 @@ class Spool:
         self.verify_dir = os.path.join(directory, "verify")
         self.status_path = os.path.join(directory, "status.json")
         self.maintenance_path = os.path.join(directory, "maintenance")
+        self.deployed_path = os.path.join(directory, "deployed.json")
         self.bad_count = 0  # files in bad/: counted at start, plus those moved there since
         self._seq = 0
         self._lock = threading.Lock()  # guards _seq, _sizes and _bytes: two threads use them
@@ -216,30 +262,51 @@ class Spool:
         sync_dir(self.queue_dir)
         self.bad_count += 1
 
-    def maintenance(self, log: Log) -> Optional[Tuple[int, int]]:
-        """The window (START, END) of the role's maintenance marker `<dir>/maintenance`, END
-        capped at START + MAINTENANCE_MAX; None when there is none, or when it is not a
-        regular file of root's that only root can write (then it is ignored, and logged)."""
-        path = self.maintenance_path
+    def maintenance(self, log: Log) -> Optional["Marker"]:
+        """The role's maintenance marker `<dir>/maintenance` (docs/design.md): None when
+        there is none, or when it is not a regular file of root's that only root can write
+        holding `START END BOOT_ID OPENED UNTIL` (then it is ignored, and logged)."""
+        raw = self._read_root_file(self.maintenance_path, 256, log, "maintenance marker")
+        if raw is None:
+            return None
+        marker = Marker.parse(raw)
+        if marker is None:
+            log.warning(f"maintenance marker {self.maintenance_path} ignored: it does not hold "
+                        "START END BOOT_ID OPENED UNTIL")
+        return marker
+
+    def read_deployed(self, log: Log) -> Optional[bytes]:
+        """The deployed kernel state `<dir>/deployed.json` as written by --record-state;
+        None when there is none or it is not a root-only regular file."""
+        return self._read_root_file(self.deployed_path, MAX_DEPLOYED_BYTES, log, "deployed state")
+
+    def write_deployed(self, data: bytes) -> None:
+        """Write deployed.json whole (root-only), synced: it outlives a crash."""
+        write_whole(self.deployed_path + ".tmp", self.deployed_path, data, 0o600, durable=True)
+        sync_dir(self.dir)
+
+    @staticmethod
+    def _read_root_file(path: str, limit: int, log: Log, what: str) -> Optional[bytes]:
+        """A small file the role or --record-state writes: None when it is missing; None,
+        and logged, when it is not a regular file of root's that no one else can write (a
+        symbolic link is not followed) or is larger than limit."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except FileNotFoundError:
             return None
         except OSError as err:  # ELOOP: a symbolic link
-            log.warning(f"maintenance marker {path} ignored: {err}")
+            log.warning(f"{what} {path} ignored: {err}")
             return None
         try:
             info = os.fstat(fd)
-            raw = os.read(fd, 128) if stat.S_ISREG(info.st_mode) else b""
+            raw = os.read(fd, limit + 1) if stat.S_ISREG(info.st_mode) else b""
         finally:
             os.close(fd)
-        fields = raw.split()
-        if info.st_uid != os.geteuid() or info.st_mode & 0o022 or len(fields) != 2 \
-                or not all(field.isdigit() for field in fields):
-            log.warning(f"maintenance marker {path} ignored: not a root-only file holding START END")
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o022 \
+                or len(raw) > limit:
+            log.warning(f"{what} {path} ignored: not a root-only regular file of at most {limit} bytes")
             return None
-        start, end = int(fields[0]), int(fields[1])
-        return start, min(end, start + MAINTENANCE_MAX)
+        return raw
 
     def write_status(self, document: dict) -> None:
         """Write status.json anew (replace_file: never through a planted link)."""

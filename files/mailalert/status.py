@@ -3,6 +3,7 @@
 # Python 3.6 (RHEL 8) has no list[str] or X | None in annotations: keep typing's names.
 # ruff: noqa: UP006, UP035, UP045
 
+import json
 import os
 import threading
 import time
@@ -30,6 +31,9 @@ class Status:
         self.dropped = 0  # alerts lost since start: no room in the spool nor in memory
         self.long_lines = 0  # input lines dropped for being longer than MAX_LINE
         self.tamper_suppressed = 0  # tamper findings in the role's maintenance window
+        self.state_reads = 0  # reads of the kernel's state (every few seconds: a heartbeat)
+        self.running = True  # False once the plugin ends cleanly (the next one reads it)
+        self.auditd_ended = False  # this host's auditd said it ends (DAEMON_END, _ABORT)
         self.changed = True
 
     def document(self, now: float, rules: dict) -> dict:
@@ -49,6 +53,9 @@ class Status:
                 "dropped": self.dropped,
                 "long_lines": self.long_lines,
                 "tamper_suppressed": self.tamper_suppressed,
+                "state_reads": self.state_reads,
+                "running": self.running,
+                "auditd_ended": self.auditd_ended,
             }
 
 
@@ -64,6 +71,18 @@ class StatusFile:
         self.print_only = print_only
         self.written = 0.0
         self.error: Optional[str] = None  # the last failure to write it
+
+    def previous(self) -> dict:
+        """status.json as the plugin before this one left it ({} when there is none); read
+        before this plugin writes its own."""
+        if self.print_only:
+            return {}
+        try:
+            with open(self.spool.status_path, "rb") as handle:
+                document = json.loads(handle.read(1 << 20).decode())
+        except (OSError, ValueError):
+            return {}
+        return document if isinstance(document, dict) else {}
 
     def write(self, limiter: "RateLimiter", rules: List[Rule], force: bool = False) -> None:
         if self.print_only:

@@ -1,5 +1,5 @@
 """mailalert.kernel_state on hand-built states: each kind of finding, the widening that is
-none, one mail per change (changes()), the JSON form, and the rendering's corners that a
+none, the lost counter between two reads, the JSON form, and the rendering's corners that a
 live kernel does not show (test_audit_netlink.py compares the rest with auditctl -l)."""
 
 import json
@@ -79,13 +79,14 @@ def test_a_rate_limit_removed_is_no_finding():
 def test_a_watched_rule_removed():
     found = findings(state([TMPDIR, EXECVE, OTHER, NO_ROOT, NO_CWD]))
     assert found == [ks.Finding("rules-removed", "1 rule(s) removed, keys k1",
-                                ("-w /etc/passwd -p wa -k k1",), ())]
+                                ("-w /etc/passwd -p wa -k k1",), (), ("k1",))]
 
 
 def test_all_rules_removed_is_one_finding():
     (found,) = findings(state([]))
     assert found.kind == "rules-removed"
     assert found.summary == "3 rule(s) removed, keys k1, k2, kdir"
+    assert found.keys == ("k1", "k2", "kdir")
     assert found.before == ("-w /etc/passwd -p wa -k k1", "-w /srv/data -p rwxa -k kdir",
                             EXECVE_TEXT)
 
@@ -101,7 +102,7 @@ def test_a_watched_rule_changed():
     assert found == [ks.Finding(
         "rule-changed", "1 rule(s) changed, keys k2",
         ("-a always,exit -F arch=b64 -S execve -F auid>=1000 -F auid!=-1 -F key=k2",),
-        ("-a always,exit -F arch=b64 -S execve -F auid>=100000 -F auid!=-1 -F key=k2",))]
+        ("-a always,exit -F arch=b64 -S execve -F auid>=100000 -F auid!=-1 -F key=k2",), ("k2",))]
 
 
 def test_a_watch_with_fewer_permissions_is_a_change():
@@ -158,26 +159,11 @@ def test_a_field_the_kernel_does_not_return_is_passed_over():
 
 
 def test_events_lost_and_the_counter_reset():
-    assert findings(state(lost=10)) == [
-        ks.Finding("events-lost", "7 events lost (lost 3 -> 10)", (), ())]
-    assert [f.kind for f in findings(state(lost=0))] == ["lost-reset"]
-
-
-def test_changes_mail_each_change_once():
-    no_passwd = [TMPDIR, EXECVE, OTHER, NO_ROOT, NO_CWD]
-    exclude = syscall_rule(ks.ALWAYS, [], (ks.MSGTYPE, "=", 1300), listnr=ks.FILTER_EXCLUDE)
-    first = state(no_passwd)
-    assert [f.kind for f in ks.changes(DEPLOYED, DEPLOYED, first, WATCHED, NAMES)] == [
-        "rules-removed"]
-    assert ks.changes(DEPLOYED, first, state(no_passwd), WATCHED, NAMES) == []  # still so
-    then = state(no_passwd + [exclude], lost=5)
-    assert [(f.kind, f.summary) for f in ks.changes(DEPLOYED, first, then, WATCHED, NAMES)] == [
-        ("rule-excluding", "rule(s) keeping events from being recorded: 1 new"),
-        ("events-lost", "2 events lost (lost 3 -> 5)")]  # since the last read, not deployment
-    restored = state(lost=5)
-    assert ks.changes(DEPLOYED, then, restored, WATCHED, NAMES) == []
-    assert [f.kind for f in ks.changes(DEPLOYED, restored, first, WATCHED, NAMES)] == [
-        "rules-removed", "lost-reset"]  # removed again: a new change
+    assert ks.losses(DEPLOYED, state(lost=10), WATCHED, NAMES) == []  # read to read only
+    assert ks.counter_losses(STATUS, dict(STATUS, lost=10)) == [
+        ks.Finding("events-lost", "the kernel lost 7 events (lost counter 3 -> 10)", (), ())]
+    assert [f.kind for f in ks.counter_losses(STATUS, dict(STATUS, lost=0))] == ["lost-reset"]
+    assert ks.counter_losses(STATUS, dict(STATUS)) == []
 
 
 def test_json_both_ways():

@@ -113,6 +113,56 @@ def test_auditd_ending_is_a_finding_naming_the_sender(tmp_path, record_type, kin
     assert "pid=4242" in messages[0].get_content()
 
 
+def test_every_change_of_one_netlink_message_is_judged(tmp_path):
+    """Several changes sent in one netlink message are one event: a rule added, a watched
+    rule removed and auditing disabled, in that order (the first record alone is no
+    finding)."""
+    body = "auid=1000 ses=7 op={} key={} list=4 res=1"
+    data = (record(901, body.format("add_rule", '"amx-hostile"'))
+            + record(901, body.format("remove_rule", '"amx-exec"'))
+            + record(901, "op=set audit_enabled=0 old=1 auid=1000 ses=7 res=1")
+            + record(901, "", "EOE"))
+    messages = tampers(print_messages(tmp_path, KEYS + TAMPER_ON, data))
+    assert sorted(m["X-Audit-Tamper"] for m in messages) == ["audit-disabled", "rules-removed"]
+    assert all(m["X-Audit-Event"].startswith(f"{T0}.000:901@") for m in messages)
+
+
+def test_a_rule_the_kernel_removed_itself_is_a_finding(tmp_path):
+    """op=autoremove_rule: the kernel drops a watch whose directory went away."""
+    data = record(902, 'auid=4294967295 ses=4294967295 op=autoremove_rule key="amx-hostile" list=4 res=1')
+    (mail,) = tampers(print_messages(tmp_path, KEYS + TAMPER_ON, data))
+    assert mail["X-Audit-Tamper"] == "rules-removed"
+    assert "Removed keys: amx-hostile" in mail.get_content()
+
+
+@pytest.mark.parametrize("old, mailed", [(17, True), (0, False)])
+def test_the_lost_counter_reset_is_a_finding(tmp_path, old, mailed):
+    """auditctl --reset-lost (op=set lost=0 old=N): the losses counted so far are hidden."""
+    data = setting(903, "lost", 0, old)
+    messages = tampers(print_messages(tmp_path, KEYS + TAMPER_ON, data))
+    assert [m["X-Audit-Tamper"] for m in messages] == (["lost-reset"] if mailed else [])
+    if mailed:
+        assert f"({old} -> 0)" in messages[0].get_content()
+
+
+def test_a_rule_added_to_the_exclude_list_is_a_finding(tmp_path):
+    data = record(904, "auid=1000 ses=7 op=add_rule key=(null) list=5 res=1")
+    (mail,) = tampers(print_messages(tmp_path, KEYS + TAMPER_ON, data))
+    assert mail["X-Audit-Tamper"] == "rule-excluding"
+    assert "exclude list" in mail["Subject"]
+
+
+def test_another_nodes_auditd_ending_is_that_nodes(tmp_path):
+    """An aggregating auditd relays other nodes' records (node=...): their DAEMON_END is
+    mailed as theirs, not this host's."""
+    data = b"node=web-17 " + record(905, "op=terminate auid=0 pid=77 res=success", "DAEMON_END")
+    (mail,) = tampers(print_messages(tmp_path, KEYS + TAMPER_ON, data))
+    assert mail["X-Audit-Tamper"] == "auditd-stopped"
+    assert mail["Subject"].endswith(" on web-17")
+    assert mail["X-Audit-Event"].endswith("@web-17")
+    assert "Auditing on web-17 was weakened" in mail.get_content()
+
+
 def test_hostile_fields_stay_escaped_inside_the_body(tmp_path):
     exe = "/tmp/x\nBcc: victim@example.com\n=?utf-8?q?x?=\u202e".encode().hex().upper()
     data = (record(902, "op=set audit_enabled=0 old=1 auid=1000 ses=7 res=1")
@@ -191,39 +241,77 @@ def run_with_marker(tmp_path, fake_sendmail, marker, mode=0o600, owner=None):
     return [m for _argv, m in delivered(out)], status, result.stderr.decode()
 
 
-def capture_window(pad_before=10, pad_after=10):
-    """A marker START END around the capture's removals and the synthesized setting."""
-    first = min(float(t) for t, _s in events_with_key(log_bytes("config-change"), "amx-hostile",
-                                                      "CONFIG_CHANGE"))
-    return int(first) - pad_before, T0 + pad_after
+def boot_clock() -> float:
+    with open("/proc/uptime") as handle:
+        return float(handle.read().split()[0])
 
 
-def test_findings_inside_the_marker_window_are_counted_not_mailed(tmp_path, fake_sendmail):
-    start, end = capture_window()
-    mails, status, _log = run_with_marker(tmp_path, fake_sendmail, f"{start} {end}\n")
-    assert mails == []
-    assert status["tamper_suppressed"] == 5  # four removals and the setting
+def this_boot() -> str:
+    with open("/proc/sys/kernel/random/boot_id") as handle:
+        return handle.read().strip()
 
 
-def test_findings_after_the_window_ended_are_mailed(tmp_path, fake_sendmail):
-    start, _end = capture_window()
-    # The window ends 6 s before the synthesized setting: the 5 s of slack do not reach it.
-    mails, status, _log = run_with_marker(tmp_path, fake_sendmail, f"{start} {T0 - 6}\n")
+def marker(opened_ago: float, until_in: float, boot: str = "", start: int = 0, end: int = 0) -> str:
+    """A marker (docs/design.md): its window on the boot clock, from opened_ago seconds ago
+    to until_in seconds from now; START END as given (for people only)."""
+    now = boot_clock()
+    return f"{start} {end} {boot or this_boot()} {now - opened_ago:.2f} {now + until_in:.2f}\n"
+
+
+def test_findings_while_the_window_is_open_are_counted_not_mailed(tmp_path, fake_sendmail):
+    """The removals are the role's kind of work; auditing disabled never is."""
+    mails, status, _log = run_with_marker(tmp_path, fake_sendmail, marker(5, 60))
     assert [m["X-Audit-Tamper"] for m in mails] == ["audit-disabled"]
-    assert status["tamper_suppressed"] == 4
+    assert status["tamper_suppressed"] == 4  # the four removals
+
+
+def test_findings_after_the_window_closed_are_mailed(tmp_path, fake_sendmail):
+    # Closed 6 s ago: the 5 s of slack do not reach now.
+    mails, status, _log = run_with_marker(tmp_path, fake_sendmail, marker(30, -6))
+    assert sorted(m["X-Audit-Tamper"] for m in mails) == ["audit-disabled", "rules-removed"]
+    assert status["tamper_suppressed"] == 0
 
 
 def test_a_window_is_capped_at_fifteen_minutes(tmp_path, fake_sendmail):
-    # END would cover the setting; capped at START + 900 (+ 5 s slack) it ends 1 s before.
-    mails, status, _log = run_with_marker(tmp_path, fake_sendmail, f"{T0 - 906} {T0 + 10}\n")
-    assert [m["X-Audit-Tamper"] for m in mails] == ["audit-disabled"]
-    assert status["tamper_suppressed"] == 4  # the removals, 100 s earlier
+    # UNTIL would cover now; capped at OPENED + 900 (+ 5 s of slack) it ended 95 s ago.
+    mails, status, _log = run_with_marker(tmp_path, fake_sendmail, marker(1000, 60))
+    assert sorted(m["X-Audit-Tamper"] for m in mails) == ["audit-disabled", "rules-removed"]
+    assert status["tamper_suppressed"] == 0
+
+
+def test_a_marker_of_another_boot_is_no_window(tmp_path, fake_sendmail):
+    other = "00000000-0000-4000-8000-000000000000"
+    assert other != this_boot()
+    mails, status, _log = run_with_marker(tmp_path, fake_sendmail, marker(5, 60, boot=other))
+    assert sorted(m["X-Audit-Tamper"] for m in mails) == ["audit-disabled", "rules-removed"]
+    assert status["tamper_suppressed"] == 0
+
+
+def test_a_marker_written_before_the_clock_was_set_back_is_no_window(tmp_path, fake_sendmail):
+    """A marker of an earlier day whose START END hold the events' times, as they would
+    after the clock was set back to that day: its window on the boot clock is over."""
+    first = min(float(t) for t, _s in events_with_key(log_bytes("config-change"), "amx-hostile",
+                                                      "CONFIG_CHANGE"))
+    text = marker(86400, -86000, start=int(first) - 10, end=T0 + 10)
+    mails, status, _log = run_with_marker(tmp_path, fake_sendmail, text)
+    assert sorted(m["X-Audit-Tamper"] for m in mails) == ["audit-disabled", "rules-removed"]
+    assert status["tamper_suppressed"] == 0
+
+
+def test_a_marker_that_only_holds_wall_clock_times_is_no_window(tmp_path, fake_sendmail):
+    """The old marker, START END on the wall clock alone: setting the clock back to its
+    day would open its window again, so it is ignored (and the log says so)."""
+    first = min(float(t) for t, _s in events_with_key(log_bytes("config-change"), "amx-hostile",
+                                                      "CONFIG_CHANGE"))
+    mails, status, log = run_with_marker(tmp_path, fake_sendmail, f"{int(first) - 10} {T0 + 10}\n")
+    assert sorted(m["X-Audit-Tamper"] for m in mails) == ["audit-disabled", "rules-removed"]
+    assert status["tamper_suppressed"] == 0
+    assert "maintenance marker" in log and "ignored" in log
 
 
 @pytest.mark.parametrize("how", ["writable by others", "not root's", "garbage", "symbolic link"])
 def test_a_marker_anyone_else_could_write_is_ignored(tmp_path, fake_sendmail, how):
-    start, end = capture_window()
-    text = f"{start} {end}\n"
+    text = marker(5, 60)
     if how == "symbolic link":
         real = tmp_path / "elsewhere"
         real.write_text(text)
@@ -234,7 +322,7 @@ def test_a_marker_anyone_else_could_write_is_ignored(tmp_path, fake_sendmail, ho
     mode = 0o622 if how == "writable by others" else 0o600
     owner = 65534 if how == "not root's" else None
     mails, status, log = run_with_marker(tmp_path, fake_sendmail,
-                                         "tomorrow, maybe\n" if how == "garbage" else text,
+                                         "1796000000 1796000900\n" if how == "garbage" else text,
                                          mode=mode, owner=owner)
     assert sorted(m["X-Audit-Tamper"] for m in mails) == ["audit-disabled", "rules-removed"]
     assert status["tamper_suppressed"] == 0

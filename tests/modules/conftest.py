@@ -37,8 +37,9 @@ def chain(host_auditd):
     try:
         parts.write_plugins_d()
         parts.restart_auditd()
-        parts.load_rule()
         parts.wait_plugin()
+        parts.load_rule()
+        parts.record_state()
         yield parts
     finally:
         for path, content in saved.items():

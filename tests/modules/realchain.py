@@ -87,6 +87,11 @@ class Chain:
     def load_rule(self):
         run("auditctl", "-w", self.watched, "-p", "x", "-k", self.key)
 
+    def record_state(self):
+        """What the role does after it loads rules: the kernel's state becomes the deployed
+        state that the plugin's tamper findings compare with."""
+        run(self.plugin, "--config", self.config, "--record-state")
+
     def delete_rule(self):
         run("auditctl", "-W", self.watched, "-p", "x", "-k", self.key, check=False)
 

@@ -1,7 +1,9 @@
 """Tamper findings on the real chain (conftest.py): this host's kernel and auditd, the
-plugin started by auditd, dma delivering to /var/mail/root. Each way of switching the
-alerting off yields exactly one tamper mail naming the change and the actor; a flood of
-them is limited with an exact digest; lost events are counted exactly."""
+plugin started by auditd, dma delivering to /var/mail/root, the deployed state recorded
+after the watch was loaded (as the role does). Each way of switching the alerting off
+yields exactly one tamper mail naming the change and the actor, also the ways that hide
+their own records (issue #21: the plugin reads what the kernel enforces); a flood of them
+is limited with an exact digest; lost events are counted exactly."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import signal
 import subprocess
 import time
 
+import pytest
 from realchain import MAILBOX, run, wait_for
 
 
@@ -115,6 +118,63 @@ def test_killing_the_plugin_yields_one_mail_naming_the_sender(chain):
     body = mails[0].get_content()
     assert f"pid={os.getpid()} uid=root(0)" in body
     assert "SIGTERM from a process other than auditd" in body
+
+
+def one_mail_within(chain, since: float, seconds: float = 10):
+    """The one tamper mail that arrives within seconds: after it came, the plugin reads the
+    kernel's state twice more and delivers what it has, and no second one may have come."""
+    mail = wait_for(lambda: tamper_mails(since), timeout=seconds, what="a tamper mail")[0]
+    reads = chain.status()["state_reads"]
+    wait_for(lambda: chain.status()["state_reads"] >= reads + 2 and chain.status()["queue"] == 0,
+             what="two more reads of the kernel's state")
+    run("dma", "-q", check=False)
+    mails = tamper_mails(since)
+    assert len(mails) == 1, [m["Subject"] for m in mails]
+    return mail
+
+
+# The routes of issue #21 that gave no mail while only records were judged. Each is undone
+# at once, so that the kernel records again for the next test.
+def test_an_exclude_rule_that_hides_its_own_record_then_auditing_disabled(chain):
+    since = now()
+    try:
+        run("auditctl", "-a", "exclude,always", "-F", "msgtype=CONFIG_CHANGE")
+        run("auditctl", "-e", "0")
+        mail = one_mail_within(chain, since)
+    finally:
+        run("auditctl", "-e", "1")
+        run("auditctl", "-d", "exclude,always", "-F", "msgtype=CONFIG_CHANGE")
+    assert mail["X-Audit-Tamper"] == "audit-disabled"
+    body = mail.get_content()
+    assert "Also (rule-excluding):" in body
+    assert "  -a always,exclude -F msgtype=CONFIG_CHANGE" in body
+    assert "no audit record of the change reached the plugin" in body
+
+
+@pytest.mark.parametrize("rule, listed", [
+    (["-a", "exclude,always", "-F", "msgtype=SYSCALL"], "-a always,exclude -F msgtype=SYSCALL"),
+    (["-A", "exit,never", "-F", "arch=b64", "-F", "auid=0"], "-a never,exit -F arch=b64 -S all -F auid=0"),
+])
+def test_a_rule_that_keeps_events_from_being_recorded_is_mailed(chain, rule, listed):
+    since = now()
+    try:
+        run("auditctl", *rule)
+        mail = one_mail_within(chain, since)
+    finally:
+        run("auditctl", "-d", *rule[1:])
+    assert mail["X-Audit-Tamper"] == "rule-excluding"
+    assert f"  {listed}" in mail.get_content()
+
+
+def test_a_plugin_killed_with_sigkill_is_reported_by_the_next_one(chain):
+    since = now()
+    [pid] = chain.plugin_pids()
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: chain.plugin_pids() and chain.plugin_pids() != [pid], timeout=30,
+             what="auditd to start the plugin again")
+    mail = one_mail_within(chain, since, 30)
+    assert mail["X-Audit-Tamper"] == "plugin-killed"
+    assert f"(pid {pid}) ended without a word" in mail.get_content()
 
 
 def test_a_flood_of_findings_is_limited_with_an_exact_digest(chain):

@@ -117,7 +117,8 @@ def test_file_contexts(linked, path, expected):
     ("devlog_t", "sock_file", "write"),  # syslog(3)
     ("smtp_port_t", "tcp_socket", "name_connect"),
     ("system_mail_t", "process", "transition"),  # sendmail in the MTA's domain
-    (f"{MODULE}_t", "netlink_audit_socket", "nlmsg_read"),  # the lost-events counter
+    (f"{MODULE}_t", "netlink_audit_socket", "nlmsg_read"),  # the status (auditctl -s)
+    (f"{MODULE}_t", "netlink_audit_socket", "nlmsg_readpriv"),  # the rules (auditctl -l)
     ("unconfined_t", "file", "read"),  # /proc/PID of a SIGTERM's sender
 ])
 def test_allowed(policy, target, tclass, perm):

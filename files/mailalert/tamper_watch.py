@@ -1,0 +1,293 @@
+"""Which tamper findings are mailed, and with what (docs/plugin.md, "Tamper alerts"). Three
+sources: the records of the audit stream (tamper.classify: who did it, and changes quick
+enough to be undone before the state is read), the kernel's state against the deployed one
+(StateWatch: every loss of coverage, also one whose records were excluded), and the end of
+the plugin (its own SIGTERM or EOF, and a predecessor that ended without a word). A change
+that both tell of is one mail: the state's, with the records' actor and event. What the
+role's window covers is logged and counted, not mailed: the role's rule loads and auditd
+restarts, judged against the deployed state once the window closes; never what the role
+does not do (auditing disabled, events lost, the lost counter reset)."""
+
+# Python 3.6 (RHEL 8) has no list[str] or X | None in annotations: keep typing's names.
+# ruff: noqa: UP006, UP035, UP045
+
+import os
+import time
+from typing import List, Optional
+
+from .audit_netlink import AuditNetlink
+from .config import HOSTNAME, Rule
+from .events import RECORDS_MAX, read_records, timestamp
+from .kernel_state import Finding
+from .log import Log
+from .spool import Spool, boot_id, uptime
+from .state_watch import ROLE_KINDS, STATE_POLL, StateWatch
+from .status import Status
+from .tamper import BURST_QUIET, RemovalBurst, Tamper, classify, sender_description
+
+MAINTENANCE_EARLY = 2  # seconds before the window opened (a marker written a moment late)...
+MAINTENANCE_LATE = 5  # ...and after it closed (a signal handled a moment later)
+# The state's finding kinds that each record finding's kind tells of.
+SAME_CHANGE = {"rules-removed": ("rules-removed", "rule-changed"), "audit-disabled": ("audit-disabled",),
+               "audit-setting": ("audit-setting",), "lost-reset": ("lost-reset",),
+               "rule-excluding": ("rule-excluding",)}
+NEVER_THE_ROLE = ("audit-disabled", "events-lost", "lost-reset")
+# When one read of the state finds several changes (auditctl run twice in a row), they are
+# one incident and one mail, under the kind that weighs most.
+WEIGHT = ("audit-disabled", "rule-excluding", "rules-removed", "rule-changed", "audit-setting",
+          "lost-reset", "events-lost")
+
+
+def rule_lines(finding: Finding) -> List[str]:
+    """The rules a finding of the kernel's state is about, as auditctl -l prints them."""
+    lines = []
+    if finding.before:
+        lines += ["", "Rules deployed (as auditctl -l prints them):"] + ["  " + t for t in finding.before]
+    if finding.after:
+        lines += ["", "Rules now (as auditctl -l prints them):"] + ["  " + t for t in finding.after]
+    return lines
+
+
+def state_tamper(finding: Finding, status: dict) -> Tamper:
+    """A Tamper for a finding of the kernel's state that no record told of."""
+    what = [finding.summary]
+    if finding.kind in ("rules-removed", "rule-changed"):
+        what.insert(0, f"{'Removed' if finding.kind == 'rules-removed' else 'Changed'} keys: "
+                       + ", ".join(finding.keys))
+    if finding.kind == "events-lost":
+        what[0] += (f"; backlog_limit {status.get('backlog_limit')}, rate_limit "
+                    f"{status.get('rate_limit')}, backlog {status.get('backlog')}")
+    who = "the kernel (no actor is recorded)" if finding.kind == "events-lost" else \
+        "unknown: no audit record of the change reached the plugin"
+    return Tamper(finding.kind, finding.summary, what + rule_lines(finding), who, time.time())
+
+
+def one_incident(tampers: List[Tamper]) -> Tamper:
+    """Several findings of one read of the state as one: the weightiest, with the others'
+    summaries and accounts after its own."""
+    tampers = sorted(tampers, key=lambda t: WEIGHT.index(t.kind) if t.kind in WEIGHT else len(WEIGHT))
+    first = tampers[0]
+    first.summary = ", ".join(t.summary for t in tampers)
+    for other in tampers[1:]:
+        first.what += ["", f"Also ({other.kind}):"] + other.what
+        if other.who not in first.who:
+            first.who += "; " + other.who
+        first.records.extend(other.records[:max(0, RECORDS_MAX - len(first.records))])
+        first.event_id = first.event_id or other.event_id
+        first.token = first.token or other.token
+    return first
+
+
+def merged(finding: Finding, records: List[Tamper], status: dict) -> Tamper:
+    """One finding of a change that the kernel's state and records both tell of: the
+    records' account (who, what, the event) with the state's rules, under the state's kind."""
+    if not records:
+        return state_tamper(finding, status)
+    tamper = records[0]
+    for record in records[1:]:
+        if record.who not in tamper.who:
+            tamper.who += "; " + record.who
+        tamper.what += [line for line in record.what if line not in tamper.what]
+        tamper.records.extend(record.records[:max(0, RECORDS_MAX - len(tamper.records))])
+        tamper.token = tamper.token or record.token
+    if tamper.kind != finding.kind:
+        tamper.kind, tamper.summary = finding.kind, finding.summary
+    tamper.what += rule_lines(finding)
+    return tamper
+
+
+class TamperWatch:
+    """Turns records, the kernel's state and the plugin's end into findings, and hands each
+    to report(tamper) (the plugin rate-limits and mails it) unless it is the role's own
+    work. With --print (print_only) or outside auditd there is no kernel state to read, no
+    verification token and no role's work: findings come from the records alone."""
+
+    def __init__(self, report, spool: Spool, status: Status, print_only: bool, under_auditd: bool,
+                 log: Log) -> None:
+        self.report = report
+        self.spool = spool
+        self.status = status
+        self.print_only = print_only
+        self.under_auditd = under_auditd
+        self.log = log
+        self.burst = None  # type: Optional[RemovalBurst]
+        self.pending = []  # type: List[Tamper]  # record findings waiting for the state
+        self.auditd_ended = False  # this host's auditd said DAEMON_END or DAEMON_ABORT
+        self.parent = os.getppid()
+        self.boot = boot_id()
+        self.state = None  # type: Optional[StateWatch]
+        self.next_poll = 0.0  # monotonic: the next read of the kernel's state
+        self.check_soon = None  # type: Optional[float]  # ...sooner, after a change record
+
+    def start(self, rules: List[Rule]) -> None:
+        """Under auditd: the first read of the kernel's state (the deployed one)."""
+        if not self.under_auditd:
+            return
+        try:
+            self.state = StateWatch(self.spool, self.log, self.watched(rules), AuditNetlink())
+            self.state.start()
+        except OSError as err:
+            self.state = None
+            self.log.warning(f"cannot read the kernel's audit state ({err}): tamper findings come "
+                             "from audit records alone")
+
+    @staticmethod
+    def watched(rules: List[Rule]) -> List[str]:
+        return [key for rule in rules for key in rule.keys]
+
+    def reconfigure(self, rules: List[Rule]) -> None:
+        if self.state is not None:
+            self.state.watched = self.watched(rules)
+
+    def read(self, au, rules: List[Rule]) -> None:
+        """The tamper findings of this event's records, stamped with its time, node and id."""
+        records = read_records(au)
+        findings = classify(records, self.watched(rules))
+        if not findings:
+            return
+        stamp = timestamp(au)
+        node = next((r.raw["node"] for r in records if "node" in r.raw), HOSTNAME)
+        ppid = next((r.raw["ppid"] for r in records if "ppid" in r.raw), "")
+        token = self.spool.verify_token(ppid, self.log) if ppid and not self.print_only else None
+        for finding in findings:
+            finding.when = stamp.sec + stamp.milli / 1000.0
+            finding.node = node
+            finding.event_id = f"{stamp.sec}.{stamp.milli:03d}:{stamp.serial}@{node}"
+            finding.token = token
+            self.observe(finding)
+
+    def observe(self, tamper: Tamper) -> None:
+        """A finding from the audit stream. Another node's (an aggregating auditd) is that
+        node's: it is mailed as it is, and says nothing of this host's kernel or auditd."""
+        local = tamper.node == HOSTNAME
+        if tamper.kind in ("auditd-stopped", "auditd-aborted") and local:
+            self.auditd_ended = True
+            with self.status.lock:
+                self.status.auditd_ended = True
+                self.status.changed = True
+        if self.suppressed(tamper):  # each record of the role's work is counted
+            return
+        if self.state is not None and local and tamper.kind in SAME_CHANGE:
+            self.check_soon = time.monotonic() + BURST_QUIET  # once the change settled
+            if tamper.kind != "rules-removed":
+                self.pending.append(tamper)
+                return
+        elif tamper.kind != "rules-removed":
+            self._report(tamper)
+            return
+        self._add_to_burst(tamper)
+
+    def _add_to_burst(self, tamper: Tamper) -> None:
+        now = time.monotonic()
+        if self.burst is None or self.burst.tamper.node != tamper.node:
+            self._end_burst()
+            self.burst = RemovalBurst(tamper, now)
+        else:
+            self.burst.add(tamper, now)
+
+    def _end_burst(self) -> None:
+        finding, self.burst = (self.burst.finding() if self.burst else None), None
+        if finding is None:
+            return
+        if self.state is not None and finding.node == HOSTNAME:
+            self.pending.append(finding)
+        else:
+            self._report(finding)
+
+    def tick(self, force: bool = False) -> None:
+        """Mail a burst that is due (every one when forced, at exit); read the kernel's
+        state when it is time, or soon after a change record (and its burst) settled."""
+        now = time.monotonic()
+        if self.burst is not None and (force or self.burst.due(now)):
+            self._end_burst()
+        settled = self.check_soon is not None and now >= self.check_soon and self.burst is None
+        if self.state is not None and (force or settled or now >= self.next_poll):
+            self.next_poll, self.check_soon = now + STATE_POLL, None
+            self._check_state()
+
+    def _check_state(self) -> None:
+        """The state's findings, each with the record findings that tell of the same change;
+        a record finding that the state does not show (undone already, or the role's work
+        held back) is judged on its own."""
+        pending, self.pending = self.pending, []
+        found = self.state.check(self.window_open())
+        with self.status.lock:
+            self.status.state_reads += 1
+            self.status.changed = True
+        if found is None:  # the kernel cannot be read now: the records alone
+            for record in pending:
+                self._report(record)
+            return
+        incident = []
+        for finding in found:
+            behind = [r for r in pending if finding.kind in SAME_CHANGE.get(r.kind, ())]
+            pending = [r for r in pending if r not in behind]
+            incident.append(merged(finding, behind, self.state.last.status))
+        if incident:
+            self._report(one_incident(incident))
+        shown = {finding.kind for finding in self.state.current}
+        for record in pending:
+            if record.kind in ROLE_KINDS and shown.intersection(SAME_CHANGE[record.kind]):
+                continue  # the state shows it: reported, or held back for the role's window
+            self._report(record)
+
+    def window_open(self) -> bool:
+        """Whether the role's maintenance marker holds now (Spool.maintenance)."""
+        if self.print_only:
+            return False
+        marker = self.spool.maintenance(self.log)
+        return marker is not None and marker.covers(self.boot, uptime(), MAINTENANCE_EARLY, MAINTENANCE_LATE)
+
+    def suppressed(self, tamper: Tamper) -> bool:
+        """Whether a finding may be the role's own work (the window is open, and the role
+        does such things): then it is logged and counted, not mailed."""
+        if tamper.kind in NEVER_THE_ROLE or not self.window_open():
+            return False
+        self.log.info(f"tamper finding {tamper.kind} during the role's maintenance, not mailed: "
+                      f"{tamper.summary or ', '.join(sorted(tamper.removed))}")
+        with self.status.lock:
+            self.status.tamper_suppressed += 1
+            self.status.changed = True
+        return True
+
+    def _report(self, tamper: Tamper) -> None:
+        if not self.suppressed(tamper):
+            self.report(tamper)
+
+    def at_start(self, previous: dict) -> None:
+        """The plugin before this one (status.json): ended without a word when it was
+        running and did not see auditd end (killed with SIGKILL, or it crashed)."""
+        if not self.under_auditd or not previous.get("running") or previous.get("auditd_ended") \
+                or previous.get("pid") == os.getpid():
+            return
+        self._report(Tamper("plugin-killed", "the alert plugin before this one was killed",
+                            [(f"the alert plugin (pid {previous.get('pid')}) ended without a word "
+                             "(killed with SIGKILL, or it crashed): until auditd started this one, "
+                             "no alerts were mailed")], "unknown (a SIGKILL names no sender)", time.time()))
+
+    def at_exit(self, stop: Optional[tuple], when: float) -> None:
+        """The plugin ends: stop is (pid, uid) of the SIGTERM's sender, or None at EOF. Only
+        when auditd runs the plugin: a test or a replay may stop it as it likes."""
+        self.tick(force=True)
+        if not self.under_auditd or self.auditd_ended:
+            return  # auditd's own DAEMON_END told it already
+        self._report(self._end_finding(stop, when))
+
+    def _end_finding(self, stop: Optional[tuple], when: float) -> Tamper:
+        if stop is not None and stop[0] != self.parent:
+            return Tamper("plugin-stopped", "the alert plugin was stopped",
+                          [("the alert plugin got SIGTERM from a process other than auditd: "
+                            "no alerts are mailed until auditd starts it again")],
+                          sender_description(*stop), when)
+        if stop is not None:
+            return Tamper("plugin-stopped", "auditd stopped the alert plugin",
+                          [("auditd stopped the alert plugin without stopping itself: its "
+                            "plugins.d entry was removed or deactivated and auditd reloaded")],
+                          sender_description(*stop), when)
+        if os.getppid() != self.parent:
+            return Tamper("auditd-stopped", "auditd ended without a word",
+                          [("auditd ended without DAEMON_END (killed with SIGKILL, or it "
+                            "crashed): no events are recorded until it starts again")],
+                          "unknown (auditd could not say)", when)
+        return Tamper("plugin-stopped", "auditd closed the alert plugin's input",
+                      ["auditd closed the plugin's input without a signal"], "auditd", when)
