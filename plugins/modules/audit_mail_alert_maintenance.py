@@ -13,7 +13,7 @@ short_description: Mark a change to the audit system as maintenance, so that the
 description:
   - Writes the maintenance marker C(<spool_dir>/maintenance) that the audisp-mailalert
     plugin reads before it mails a tamper alert (audit rules removed, auditd stopped, the
-    plugin stopped). The marker is one line C(START END BOOT_ID OPENED UNTIL) (format 2):
+    plugin stopped). The marker is one line C(START END BOOT_ID OPENED UNTIL) (format 2).
     C(START) and C(END) are whole seconds since the epoch on the target's clock, for people
     and logs; C(BOOT_ID) is the content of C(/proc/sys/kernel/random/boot_id) when it was
     written; C(OPENED) and C(UNTIL) are seconds since boot (the first field of

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from ansible_collections.linux_audit.mail_alert.plugins.module_utils import alert_plugin, verify_hops
+from ansible_collections.linux_audit.mail_alert.plugins.module_utils import (
+    alert_plugin,
+    verify_hops,
+)
 
 KEY = "watch_w"
 CONF = {"file": "/etc/audit/plugins.d/audisp-mailalert.conf", "exists": True, "active": True,

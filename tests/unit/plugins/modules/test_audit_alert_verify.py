@@ -9,7 +9,10 @@ import signal
 import time
 
 import pytest
-from ansible_collections.linux_audit.mail_alert.plugins.module_utils import alert_plugin, mail_store
+from ansible_collections.linux_audit.mail_alert.plugins.module_utils import (
+    alert_plugin,
+    mail_store,
+)
 from ansible_collections.linux_audit.mail_alert.plugins.modules import (
     audit_alert_verify,
 )
