@@ -1,6 +1,8 @@
 # Copyright (c) audit mail alert developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
+# Python 3.6 (RHEL 8 targets) has no list[str] or X | None in annotations: typing's names.
+# ruff: noqa: UP006, UP035, UP045
 """Read the configuration and state of the audisp-mailalert plugin (docs/design.md).
 
 - the auditd plugins.d file that starts it (key = value lines),
@@ -10,8 +12,7 @@
 This file is the modules' one owner of those contracts (docs/design.md).
 """
 
-from __future__ import annotations
-
+import collections
 import configparser
 import email.parser
 import json
@@ -19,6 +20,7 @@ import os
 import re
 import stat
 import tempfile
+from typing import List, Optional, Tuple
 
 DEFAULT_SPOOL_DIR = "/var/spool/audisp-mailalert"
 DEFAULT_PLUGIN_CONF = "/etc/audit/plugins.d/audisp-mailalert.conf"
@@ -27,8 +29,16 @@ DEFAULT_CONFIG = "/etc/audit/audisp-mailalert.conf"  # the plugin's own default
 STATUS_FILE = "status.json"
 QUEUE_DIR = "queue"
 VERIFY_DIR = "verify"
-MAINTENANCE_FILE = "maintenance"  # the role's marker, START END
-MAINTENANCE_MAX = 900  # the plugin caps the marker's window at START + 900 s
+# The role's maintenance marker, format 2 (docs/design.md): one line
+# "START END BOOT_ID OPENED UNTIL".
+MAINTENANCE_FILE = "maintenance"
+MAINTENANCE_LEASE = 30  # s: a start holds the window open until OPENED/now + LEASE
+# The plugin honours a marker only while OPENED - EARLY <= uptime <= UNTIL + LATE.
+MAINTENANCE_EARLY, MAINTENANCE_LATE = 2, 5
+# The boot the marker belongs to, and the clock OPENED and UNTIL are read on: seconds since
+# boot, suspend included (CLOCK_BOOTTIME), which no one can set.
+BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
+UPTIME_FILE = "/proc/uptime"
 # The argument spec of the options in doc_fragments/plugin_paths.py, shared by the modules.
 PATH_OPTIONS = {
     "plugin_conf": {"type": "path", "default": DEFAULT_PLUGIN_CONF},
@@ -79,7 +89,7 @@ def read_plugin_conf(path: str) -> dict:
     return result
 
 
-def config_from_args(args: list[str]) -> str | None:
+def config_from_args(args: List[str]) -> Optional[str]:
     """The --config PATH the plugins.d args give the plugin, if any."""
     for index, word in enumerate(args):
         if word == "--config" and index + 1 < len(args):
@@ -89,7 +99,7 @@ def config_from_args(args: list[str]) -> str | None:
     return None
 
 
-def keys_from_args(args: list[str]) -> list[str]:
+def keys_from_args(args: List[str]) -> List[str]:
     """The KEY arguments of the plugin command line (everything that is not an option)."""
     keys, skip = [], False
     for word in args:
@@ -139,7 +149,7 @@ def locate(params: dict) -> dict:
             "spool_dir": params["spool_dir"] or config["spool_dir"]}
 
 
-def rules_for_key(key: str, config_rules: dict, args_keys: list[str]) -> list[str]:
+def rules_for_key(key: str, config_rules: dict, args_keys: List[str]) -> List[str]:
     """Names of the plugin rules that watch KEY (config rules, then the args rule)."""
     names = sorted(name for name, keys in config_rules.items() if key in keys)
     if key in args_keys:
@@ -147,7 +157,7 @@ def rules_for_key(key: str, config_rules: dict, args_keys: list[str]) -> list[st
     return names
 
 
-def read_status(spool_dir: str) -> tuple[dict | None, str | None]:
+def read_status(spool_dir: str) -> Tuple[Optional[dict], Optional[str]]:
     """(contents of <spool>/status.json or None, error text or None)."""
     path = os.path.join(spool_dir, STATUS_FILE)
     try:
@@ -159,7 +169,7 @@ def read_status(spool_dir: str) -> tuple[dict | None, str | None]:
         return None, f"cannot read {path}: {error}"
 
 
-def held_counts(status: dict | None, key: str) -> dict:
+def held_counts(status: Optional[dict], key: str) -> dict:
     """{rule name: held} for the status.json rules that watch KEY."""
     rules = (status or {}).get("rules") or {}
     return {name: int(rule.get("held") or 0) for name, rule in rules.items()
@@ -181,7 +191,7 @@ def alert_headers(handle) -> dict:
     }
 
 
-def queued_alerts(spool_dir: str) -> list[dict]:
+def queued_alerts(spool_dir: str) -> List[dict]:
     """Alerts in <spool>/queue/ (accepted by the plugin, not yet handed to the MTA)."""
     queue = os.path.join(spool_dir, QUEUE_DIR)
     try:
@@ -204,10 +214,57 @@ def queued_alerts(spool_dir: str) -> list[dict]:
     return alerts
 
 
-def read_maintenance(spool_dir: str) -> tuple[int, int] | None:
-    """The role's maintenance marker as the plugin reads it: (START, END), END capped at
-    START + MAINTENANCE_MAX; None when there is none or the plugin ignores it (not a
-    regular file of root's that only root can write, or not two whole numbers)."""
+Maintenance = collections.namedtuple("Maintenance", "start end boot_id opened until")
+Maintenance.__doc__ = """The maintenance marker: START and END, whole epoch seconds (for people
+and logs); BOOT_ID, the boot it was written in; OPENED and UNTIL, seconds of that boot's
+clock (read_uptime) with at most two decimals."""
+_MAINTENANCE_LINE = re.compile(
+    r"^(\d{1,12}) (\d{1,12}) ([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+    r" (\d{1,10}\.\d{1,2}) (\d{1,10}\.\d{1,2})\n?\Z")
+
+
+def parse_maintenance(text: str) -> Optional[Maintenance]:
+    """The marker in TEXT; None unless it is one line of format 2 with START <= END and
+    OPENED <= UNTIL (the old format "START END" gives None)."""
+    match = _MAINTENANCE_LINE.match(text)
+    if match is None:
+        return None
+    start, end, boot_id, opened, until = match.groups()
+    marker = Maintenance(int(start), int(end), boot_id, float(opened), float(until))
+    if marker.start > marker.end or marker.opened > marker.until:
+        return None
+    return marker
+
+
+def format_maintenance(marker: Maintenance) -> str:
+    """The marker's line, as the role writes it (OPENED and UNTIL with two decimals)."""
+    return (f"{marker.start} {marker.end} {marker.boot_id} {marker.opened:.2f} "
+            f"{marker.until:.2f}\n")
+
+
+def read_boot_id() -> str:
+    """This boot's id (a new random UUID at every boot)."""
+    with open(BOOT_ID_FILE) as handle:
+        return handle.read().strip()
+
+
+def read_uptime() -> float:
+    """Seconds since boot, suspend included: the first field of /proc/uptime."""
+    with open(UPTIME_FILE) as handle:
+        return float(handle.read().split()[0])
+
+
+def maintenance_open(marker: Optional[Maintenance], boot_id: str, uptime: float) -> bool:
+    """Whether the plugin takes a tamper finding handled at UPTIME for the role's work:
+    the marker is of this boot and OPENED - EARLY <= UPTIME <= UNTIL + LATE."""
+    return (marker is not None and marker.boot_id == boot_id
+            and marker.opened - MAINTENANCE_EARLY <= uptime <= marker.until + MAINTENANCE_LATE)
+
+
+def read_maintenance(spool_dir: str) -> Optional[Maintenance]:
+    """The role's maintenance marker as the plugin reads it; None when there is none or
+    the plugin ignores it (not a regular file of root's that only root can write, or not
+    format 2). Whether it is of this boot and open: maintenance_open."""
     path = os.path.join(spool_dir, MAINTENANCE_FILE)
     try:
         descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
@@ -215,15 +272,12 @@ def read_maintenance(spool_dir: str) -> tuple[int, int] | None:
         return None  # none, or a symbolic link
     try:
         info = os.fstat(descriptor)
-        raw = os.read(descriptor, 128) if stat.S_ISREG(info.st_mode) else b""
+        raw = os.read(descriptor, 256) if stat.S_ISREG(info.st_mode) else b""
     finally:
         os.close(descriptor)
-    fields = raw.split()
-    if info.st_uid != 0 or info.st_mode & 0o022 or len(fields) != 2 \
-            or not all(field.isdigit() for field in fields):
+    if info.st_uid != 0 or info.st_mode & 0o022:
         return None
-    start, end = int(fields[0]), int(fields[1])
-    return start, min(end, start + MAINTENANCE_MAX)
+    return parse_maintenance(raw.decode("ascii", "replace"))
 
 
 def write_verify_request(spool_dir: str, pid: int, token: str) -> str:

@@ -285,26 +285,21 @@ def tamper_before(key: str, rules: list[str], enabled: int | None, config: dict)
     return []
 
 
-# The plugin takes a tamper event in [START - 2, END + 5] of the role's maintenance marker
-# for the role's own work (docs/design.md).
-MAINTENANCE_EARLY, MAINTENANCE_LATE = 2, 5
-
-
-def maintenance_pause(window: tuple[int, int] | None, now: float, timeout: int,
-                      spool_dir: str) -> tuple[float, dict | None]:
+def maintenance_pause(marker: alert_plugin.Maintenance | None, boot_id: str, uptime: float,
+                      timeout: int, spool_dir: str) -> tuple[float, dict | None]:
     """(seconds to wait before removing the rule, so that the plugin does not take the
     removal for the role's own work; or 0 and the broken hop when that is longer than
-    TIMEOUT). WINDOW: alert_plugin.read_maintenance."""
-    if window is None:
+    TIMEOUT). MARKER: alert_plugin.read_maintenance; BOOT_ID and UPTIME: this boot's id
+    and seconds since boot (alert_plugin.read_boot_id, read_uptime). The plugin honours the
+    marker while alert_plugin.maintenance_open, i.e. until UNTIL + 5 on the boot clock."""
+    if not alert_plugin.maintenance_open(marker, boot_id, uptime):
         return 0.0, None
-    start, end = window
-    if not start - MAINTENANCE_EARLY <= now <= end + MAINTENANCE_LATE:
-        return 0.0, None
-    pause = end + MAINTENANCE_LATE + 1 - now
+    pause = round(marker.until + alert_plugin.MAINTENANCE_LATE + 1 - uptime, 2)
     if pause > timeout:
         return 0.0, hop("tamper_plugin", False, f"{spool_dir}/maintenance: the role's "
-                        f"maintenance window {start} {end} is open for {pause:.0f} s more, "
-                        "and the plugin takes a removal in it for the role's own work")
+                        f"maintenance window (until {marker.until:.2f} s since boot) is open "
+                        f"for {pause:.0f} s more, and the plugin takes a removal in it for "
+                        "the role's own work")
     return pause, None
 
 

@@ -107,8 +107,8 @@ class TamperCheck:
             return refused
         # Just after a deployment the role's marker may still cover the next seconds.
         pause, broken = verify_hops.maintenance_pause(
-            alert_plugin.read_maintenance(self.spool_dir), time.time(),
-            self.module.params["timeout"], self.spool_dir)
+            alert_plugin.read_maintenance(self.spool_dir), alert_plugin.read_boot_id(),
+            alert_plugin.read_uptime(), self.module.params["timeout"], self.spool_dir)
         if pause:
             self.result["waited"] = round(pause, 3)
             time.sleep(pause)  # a deadline on the clock, no event to wait for

@@ -3,8 +3,8 @@
 # Copyright (c) audit mail alert developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-
-from __future__ import annotations
+# Python 3.6 (RHEL 8 targets) has no X | None in annotations: typing's names.
+# ruff: noqa: UP045
 
 DOCUMENTATION = r"""
 ---
@@ -13,15 +13,25 @@ short_description: Mark a change to the audit system as maintenance, so that the
 description:
   - Writes the maintenance marker C(<spool_dir>/maintenance) that the audisp-mailalert
     plugin reads before it mails a tamper alert (audit rules removed, auditd stopped, the
-    plugin stopped). The marker is one line C(START END), two whole numbers of seconds
-    since the epoch on the target's clock. A tamper event whose time lies between
-    C(START - 2) and C(END + 5), and at most C(START + 905), is logged and counted by the
-    plugin, not mailed.
-  - O(state=started) opens a window of 900 seconds from now (C(END = START + 900)). When
-    the marker is still open (C(END) has not passed by more than 5 seconds), its C(START)
-    is kept, so that a second start in the same run does not cut the window short.
-  - O(state=ended) closes an open window (C(END = now)). It never reopens or widens a
-    closed window, and writes nothing when there is no marker.
+    plugin stopped). The marker is one line C(START END BOOT_ID OPENED UNTIL) (format 2).
+    C(START) and C(END) are whole seconds since the epoch on the target's clock, for people
+    and logs; C(BOOT_ID) is the content of C(/proc/sys/kernel/random/boot_id) when it was
+    written; C(OPENED) and C(UNTIL) are seconds since boot (the first field of
+    C(/proc/uptime), a clock no one can set), with two decimals.
+  - The plugin takes a tamper finding for the role's work only when the marker's
+    C(BOOT_ID) is the running boot's and, at the moment it handles the finding, the time
+    since boot lies in C([OPENED - 2, UNTIL + 5]). A marker of an earlier boot, or of the
+    old format C(START END), counts for nothing.
+  - O(state=started) opens a window with a lease of 30 seconds (C(UNTIL) = now + 30,
+    C(END) = C(START) + 30). When a window of this boot is already open (now is not past
+    its C(UNTIL)), its C(START) and C(OPENED) are kept and the lease is renewed, so that a
+    later start in the same run extends the window and never cuts it. Otherwise a new
+    window replaces the marker.
+  - O(state=ended) closes the window (C(UNTIL) = now, C(END) = now) when its C(UNTIL) still
+    lies ahead. It never reopens or widens a window, and writes nothing when there is no
+    marker of this boot.
+  - A run that dies between start and end (interrupted, connection lost) leaves a window
+    that closes by itself when its lease ends, at most 30 seconds after the last start.
   - The file is written as a new root-owned 0600 file in the spool directory and renamed
     over the marker; an existing marker that is a symbolic link is replaced, never
     followed. The spool directory must be a directory owned by root and not writable by
@@ -29,7 +39,7 @@ description:
   - The role C(linux_audit.mail_alert.audit_mail_alert) calls this module around its rule
     loads, auditd restarts and reloads, and the removal of the plugin. docs/role.md says
     why the user being watched cannot forge the marker.
-  - Needs root on the target (C(become=true)).
+  - Needs root on the target (C(become=true)) and C(/proc).
 version_added: 0.1.0
 author:
   - Audit mail alert developers (@linux-audit)
@@ -47,7 +57,7 @@ attributes:
 options:
   state:
     description:
-      - V(started) opens the maintenance window, V(ended) closes it.
+      - V(started) opens the maintenance window or renews its lease, V(ended) closes it.
     type: str
     required: true
     choices: [started, ended]
@@ -62,22 +72,23 @@ seealso:
 """
 
 EXAMPLES = r"""
-- name: Tell the plugin that the rules load below is maintenance
+- name: Tell the plugin that the rules load below is maintenance (a lease of 30 s)
   linux_audit.mail_alert.audit_mail_alert_maintenance:
     state: started
   become: true
 
-- name: Load the audit rules (deletes and re-adds them)
-  ansible.builtin.command:
-    argv: [augenrules, --load]
-  changed_when: true
+- name: Load the audit rules (deletes and re-adds them), closing the window also on failure
   become: true
-
-- name: Close the maintenance window
-  linux_audit.mail_alert.audit_mail_alert_maintenance:
-    state: ended
-    spool_dir: /var/spool/audisp-mailalert
-  become: true
+  block:
+    - name: Load the audit rules
+      ansible.builtin.command:
+        argv: [augenrules, --load]
+      changed_when: true
+  always:
+    - name: Close the maintenance window
+      linux_audit.mail_alert.audit_mail_alert_maintenance:
+        state: ended
+        spool_dir: /var/spool/audisp-mailalert
 """
 
 RETURN = r"""
@@ -87,17 +98,32 @@ path:
   type: str
   sample: /var/spool/audisp-mailalert/maintenance
 start:
-  description: C(START) of the marker after the module ran; null when there is no marker.
+  description: C(START) of the marker after the module ran (epoch seconds); null when there is no marker.
   returned: always
   type: int
   sample: 1795685868
 end:
-  description: C(END) of the marker after the module ran; null when there is no marker.
+  description: C(END) of the marker after the module ran (epoch seconds); null when there is no marker.
   returned: always
   type: int
-  sample: 1795686768
+  sample: 1795685898
+boot_id:
+  description: C(BOOT_ID) of the marker after the module ran; null when there is no marker.
+  returned: always
+  type: str
+  sample: 7753bc49-7a4f-4b9c-ad47-65cc2f987fa6
+opened:
+  description: C(OPENED) of the marker after the module ran (seconds since boot); null when there is no marker.
+  returned: always
+  type: float
+  sample: 1759.84
+until:
+  description: C(UNTIL) of the marker after the module ran (seconds since boot); null when there is no marker.
+  returned: always
+  type: float
+  sample: 1789.84
 open:
-  description: Whether the window is open (C(END) lies in the future).
+  description: Whether the window is open (the marker is of this boot and its C(UNTIL) lies ahead).
   returned: always
   type: bool
   sample: true
@@ -107,37 +133,38 @@ import os
 import stat
 import tempfile
 import time
+from typing import Optional
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.linux_audit.mail_alert.plugins.module_utils import alert_plugin
 
-# The marker's name and the plugin's cap on its window have one owner: module_utils.
+# The marker's name, format and lease have one owner: module_utils.
 MARKER = alert_plugin.MAINTENANCE_FILE
-MAX_WINDOW = alert_plugin.MAINTENANCE_MAX
+LEASE = alert_plugin.MAINTENANCE_LEASE
+Maintenance = alert_plugin.Maintenance
 
-GRACE = 5  # the plugin's tolerance after END; a marker closed this recently is still open
 ROOT_UID = 0  # the only owner of the spool directory the plugin trusts
 
 
-def parse_marker(text: str) -> tuple[int, int] | None:
-    """(START, END) of a marker's content, or None if it is not two whole numbers."""
-    fields = text.split()
-    if len(fields) != 2 or not all(field.isdigit() for field in fields):
-        return None
-    start, end = int(fields[0]), int(fields[1])
-    return (start, end) if start <= end else None
-
-
-def next_marker(state: str, current: tuple[int, int] | None, now: int) -> tuple[int, int] | None:
-    """The marker that state asks for, given the current one; None: leave it as it is."""
+def next_marker(state: str, current: Optional[Maintenance], boot_id: str, now: int,
+                uptime: float) -> Optional[Maintenance]:
+    """The marker that STATE asks for at epoch second NOW and UPTIME (seconds since boot),
+    given the current one; None: leave it as it is. A marker of another boot is none."""
+    if current is not None and current.boot_id != boot_id:
+        current = None
     if state == "started":
-        if current and current[0] <= now <= current[0] + MAX_WINDOW and current[1] >= now - GRACE:
-            return current[0], current[0] + MAX_WINDOW
-        return now, now + MAX_WINDOW
-    # ended: only an open window is closed; a closed one is never widened again. A START
-    # in the future (the clock went back) becomes now, so no window is left ahead.
-    if current and current[1] > now:
-        return min(current[0], now), now
+        until = round(uptime + LEASE, 2)
+        if current is not None and current.opened <= uptime <= current.until:
+            # Open: a renewal keeps START and OPENED and never shortens the lease.
+            until = max(current.until, until)
+            return current._replace(start=min(current.start, now),
+                                    end=now + round(until - uptime), until=until)
+        return Maintenance(now, now + LEASE, boot_id, uptime, until)
+    # ended: only a window whose UNTIL lies ahead is closed; none is reopened or widened.
+    # A START in the future (the epoch clock went back) becomes now: START <= END.
+    if current is not None and current.until > uptime:
+        return current._replace(start=min(current.start, now), end=now,
+                                opened=min(current.opened, uptime), until=uptime)
     return None
 
 
@@ -157,7 +184,7 @@ def check_spool_dir(module: AnsibleModule, spool_dir: str) -> int:
     return fd
 
 
-def read_marker(module: AnsibleModule, dir_fd: int, path: str) -> str | None:
+def read_marker(module: AnsibleModule, dir_fd: int, path: str) -> Optional[str]:
     """The marker's text; None if there is none. A link or another file type is not read."""
     try:
         st = os.stat(MARKER, dir_fd=dir_fd, follow_symlinks=False)
@@ -208,13 +235,18 @@ def main() -> None:
     if os.geteuid() != 0:
         module.fail_json(msg="the maintenance marker must be written by root (become: true): "
                              "the plugin ignores a marker that root does not own")
+    try:
+        boot_id, uptime = alert_plugin.read_boot_id(), alert_plugin.read_uptime()
+    except (OSError, ValueError, IndexError) as error:
+        module.fail_json(msg=f"cannot read the boot clock ({alert_plugin.BOOT_ID_FILE}, "
+                             f"{alert_plugin.UPTIME_FILE}): {error}")
+    now = int(time.time())
     dir_fd = check_spool_dir(module, spool_dir)
     try:
         before = read_marker(module, dir_fd, path)
-        current = parse_marker(before) if before is not None else None
-        now = int(time.time())
-        wanted = next_marker(module.params["state"], current, now)
-        after_text = before if wanted is None else f"{wanted[0]} {wanted[1]}\n"
+        current = alert_plugin.parse_maintenance(before) if before is not None else None
+        wanted = next_marker(module.params["state"], current, boot_id, now, uptime)
+        after_text = before if wanted is None else alert_plugin.format_maintenance(wanted)
         changed = after_text != before
         if changed and not module.check_mode:
             try:
@@ -224,13 +256,10 @@ def main() -> None:
     finally:
         os.close(dir_fd)
     marker = wanted or current
-    result = {
-        "changed": changed,
-        "path": path,
-        "start": marker[0] if marker else None,
-        "end": marker[1] if marker else None,
-        "open": bool(marker) and marker[1] > now,
-    }
+    result = {"changed": changed, "path": path, "open": False}
+    for field in Maintenance._fields:
+        result[field] = getattr(marker, field) if marker else None
+    result["open"] = bool(marker) and marker.boot_id == boot_id and marker.until > uptime
     if module._diff:
         result["diff"] = {"before": before or "", "after": after_text or "",
                           "before_header": path, "after_header": path}

@@ -162,14 +162,37 @@ def package_problems():
     return problems
 
 
+# The maintenance marker, format 2 (docs/design.md): START END BOOT_ID OPENED UNTIL.
+MARKER_LINE = re.compile(r"(\d+) (\d+) ([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+                         r" (\d+\.\d{1,2}) (\d+\.\d{1,2})\n")
+
+
+def boot_id():
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
+def uptime():
+    """Seconds since boot: the clock of the marker's OPENED and UNTIL."""
+    return float(Path("/proc/uptime").read_text().split()[0])
+
+
 def assert_marker_closed():
-    """The role's maintenance marker is root's 0600 regular file and its window is closed
-    (END is the time the role finished, not in the future)."""
+    """The role's maintenance marker is root's 0600 regular file in format 2, of this
+    boot, and its window is closed on both clocks: END is not in the future, and UNTIL,
+    the boot clock's end of the window, has passed (it is the time the role finished,
+    not the end of a lease still running). Returns (START, END, UNTIL)."""
     st = os.lstat(MARKER)
     assert (stat.S_ISREG(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (True, 0o600, 0, 0)
-    start, end = (int(field) for field in Path(MARKER).read_text().split())
-    assert start <= end <= time.time(), (start, end)
-    return start, end
+    now_up, now = uptime(), time.time()
+    text = Path(MARKER).read_text()
+    match = MARKER_LINE.fullmatch(text)
+    assert match, f"not a marker of format 2: {text!r}"
+    start, end = int(match.group(1)), int(match.group(2))
+    opened, until = float(match.group(4)), float(match.group(5))
+    assert match.group(3) == boot_id(), text
+    assert start <= end <= now, (text, now)
+    assert opened <= until <= now_up, (text, now_up)
+    return start, end, until
 
 
 def alerts(key):
@@ -442,12 +465,31 @@ def test_refused_load_restores_the_previous_rules(host):
                                       "Mark the end of the role's work on auditd"}, run
 
 
+def test_a_failed_restart_closes_the_window_and_fails_the_run(host):
+    """The Restart auditd handler fails (its command exits 1): the handler that closes the
+    maintenance window still runs, and the run fails after it, naming the restart. The
+    window is closed on the boot clock at once, not left open for its lease."""
+    pid = auditd_pid()
+    # The plugins.d entry, written anew with the same content, notifies the restart; the
+    # command that does not restart leaves auditd as it was (same entry, same plugin).
+    os.unlink(PLUGIN_CONF)
+    run = playbook("converge.yml", "-e", '{"__audit_mail_alert_restart_command": ["false"]}')
+    assert run.rc != 0 and run.failed == 1, run
+    assert "Restarting auditd failed: false exited with 1" in run.output, run
+    assert "Mark the end of the role's work on auditd" in run.changed_tasks, run
+    assert_marker_closed()
+    assert auditd_pid() == pid, "auditd was restarted"
+    again = playbook("converge.yml")
+    assert again.rc == 0 and again.changed == 0, f"changed: {again.changed_tasks}\n{again}"
+
+
 def test_the_same_commands_by_hand_each_bring_one_tamper_mail(host):
     """What the role does without a mail is tampering when someone else does it: outside
     the role's window, augenrules --load and auditctl -D each bring one mail that accounts
     for every watched rule removed."""
-    _start, end = assert_marker_closed()
-    wait_for(lambda: time.time() > end + 6, 15, "the role's last window (END + 5 s) to pass")
+    _start, end, until = assert_marker_closed()
+    wait_for(lambda: time.time() > end + 6 and uptime() > until + 6, 15,
+             "the role's last window (END + 5 s, UNTIL + 5 s) to pass")
     watched = watched_rules_loaded()
     assert watched == 2, loaded_rules()
     for command in (["augenrules", "--load"], ["auditctl", "-D"]):

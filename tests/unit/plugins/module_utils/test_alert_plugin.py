@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 
 import pytest
@@ -159,22 +160,70 @@ def test_alert_headers_read_the_tamper_kind(tmp_path):
     assert headers["verify"] == "t-1" and headers["event"] is None
 
 
+BOOT = "7753bc49-7a4f-4b9c-ad47-65cc2f987fa6"
+MARKER_LINE = f"1000 1030 {BOOT} 500.25 530.25\n"
+MARKER = alert_plugin.Maintenance(1000, 1030, BOOT, 500.25, 530.25)
+
+
 def test_read_maintenance_as_the_plugin_reads_it(tmp_path):
     marker = tmp_path / "maintenance"
     assert alert_plugin.read_maintenance(str(tmp_path)) is None
-    marker.write_text("1000 1100\n")
+    marker.write_text(MARKER_LINE)
     marker.chmod(0o600)
     # The plugin trusts only root's marker: as another user the test expects None.
     mine = os.geteuid() == 0
-    assert alert_plugin.read_maintenance(str(tmp_path)) == ((1000, 1100) if mine else None)
-    marker.write_text("1000 99999\n")
-    assert alert_plugin.read_maintenance(str(tmp_path)) == ((1000, 1900) if mine else None)
+    assert alert_plugin.read_maintenance(str(tmp_path)) == (MARKER if mine else None)
     marker.chmod(0o620)  # group-writable: ignored
     assert alert_plugin.read_maintenance(str(tmp_path)) is None
     marker.chmod(0o600)
-    marker.write_text("1000\n")
+    marker.write_text("1000 1100\n")  # the old format
     assert alert_plugin.read_maintenance(str(tmp_path)) is None
     marker.unlink()
-    (tmp_path / "real").write_text("1000 1100\n")
+    (tmp_path / "real").write_text(MARKER_LINE)
     marker.symlink_to(tmp_path / "real")
     assert alert_plugin.read_maintenance(str(tmp_path)) is None
+
+
+@pytest.mark.parametrize(("text", "parsed"), [
+    (MARKER_LINE, MARKER),
+    (MARKER_LINE.rstrip("\n"), MARKER),
+    (f"1000 1030 {BOOT} 500.2 530.2\n", MARKER._replace(opened=500.2, until=530.2)),
+    ("1000 1030\n", None),  # the old format
+    (f"1000 1030 {BOOT} 500 530\n", None),  # no decimals
+    (f"1000 1030 {BOOT} 500.255 530.25\n", None),  # three decimals
+    (f"1000 1030 {BOOT} 530.25 500.25\n", None),  # OPENED after UNTIL
+    (f"1030 1000 {BOOT} 500.25 530.25\n", None),  # START after END
+    (f"1000 1030 {BOOT.upper()} 500.25 530.25\n", None),  # not the kernel's spelling
+    (f"1000 1030 {BOOT[:-1]} 500.25 530.25\n", None),
+    (f"1000  1030 {BOOT} 500.25 530.25\n", None),  # one space between fields
+    (f"1000 1030 {BOOT} 500.25 530.25 x\n", None),
+    (f"{MARKER_LINE}{MARKER_LINE}", None),  # one line only
+    (f"-1 1030 {BOOT} 500.25 530.25\n", None),
+])
+def test_parse_maintenance(text, parsed):
+    assert alert_plugin.parse_maintenance(text) == parsed
+
+
+def test_format_maintenance_round_trips():
+    assert alert_plugin.format_maintenance(MARKER) == MARKER_LINE
+    assert alert_plugin.format_maintenance(MARKER._replace(opened=500.1, until=530)) == \
+        f"1000 1030 {BOOT} 500.10 530.00\n"
+
+
+@pytest.mark.parametrize(("boot_id", "uptime", "honoured"), [
+    (BOOT, 498.25, True),  # OPENED - 2
+    (BOOT, 498.24, False),
+    (BOOT, 515.0, True),
+    (BOOT, 535.25, True),  # UNTIL + 5
+    (BOOT, 535.26, False),
+    ("0b7a2f4e-1c3d-4e5f-8a9b-0c1d2e3f4a5b", 515.0, False),  # another boot
+])
+def test_maintenance_open_on_the_boot_clock(boot_id, uptime, honoured):
+    assert alert_plugin.maintenance_open(MARKER, boot_id, uptime) is honoured
+    assert alert_plugin.maintenance_open(None, boot_id, uptime) is False
+
+
+def test_boot_clock_of_this_host():
+    boot_id, uptime = alert_plugin.read_boot_id(), alert_plugin.read_uptime()
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", boot_id)
+    assert 0 < uptime <= alert_plugin.read_uptime()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from ansible_collections.linux_audit.mail_alert.plugins.module_utils import verify_hops
+from ansible_collections.linux_audit.mail_alert.plugins.module_utils import (
+    alert_plugin,
+    verify_hops,
+)
 
 KEY = "watch_w"
 CONF = {"file": "/etc/audit/plugins.d/audisp-mailalert.conf", "exists": True, "active": True,
@@ -296,15 +299,24 @@ def test_tamper_mail_delivered_elsewhere_names_the_mailbox():
         "X-Audit-Verify tt in /var/mail/root")
 
 
+BOOT = "7753bc49-7a4f-4b9c-ad47-65cc2f987fa6"
+
+
 def test_maintenance_pause_waits_out_the_roles_window():
-    assert verify_hops.maintenance_pause(None, 1000.0, 30, "/spool") == (0.0, None)
-    # Before START - 2 and after END + 5 the plugin mails a removal: no wait.
-    assert verify_hops.maintenance_pause((1000, 1010), 997.9, 30, "/spool") == (0.0, None)
-    assert verify_hops.maintenance_pause((900, 990), 995.1, 30, "/spool") == (0.0, None)
-    # Just after a deployment: wait until a second past END + 5.
-    assert verify_hops.maintenance_pause((900, 998), 1000.0, 30, "/spool") == (4.0, None)
-    assert verify_hops.maintenance_pause((1000, 1010), 998.0, 30, "/spool") == (18.0, None)
-    # Open longer than the timeout (the role at work): the plugin hop, no wait.
-    pause, broken = verify_hops.maintenance_pause((1000, 1900), 1000.0, 30, "/spool")
+    def window(opened, until, boot=BOOT):
+        return alert_plugin.Maintenance(1000, 1030, boot, opened, until)
+
+    assert verify_hops.maintenance_pause(None, BOOT, 1000.0, 30, "/spool") == (0.0, None)
+    # Before OPENED - 2 and after UNTIL + 5 (boot clock) the plugin mails a removal: no wait.
+    assert verify_hops.maintenance_pause(window(1000, 1010), BOOT, 997.9, 30, "/spool") == (0.0, None)
+    assert verify_hops.maintenance_pause(window(900, 990), BOOT, 995.1, 30, "/spool") == (0.0, None)
+    # A marker of another boot counts for nothing.
+    other = "0b7a2f4e-1c3d-4e5f-8a9b-0c1d2e3f4a5b"
+    assert verify_hops.maintenance_pause(window(990, 1010, other), BOOT, 1000.0, 30, "/spool") == (0.0, None)
+    # Just after a deployment: wait until a second past UNTIL + 5.
+    assert verify_hops.maintenance_pause(window(900, 998), BOOT, 1000.0, 30, "/spool") == (4.0, None)
+    assert verify_hops.maintenance_pause(window(1000, 1010), BOOT, 998.0, 30, "/spool") == (18.0, None)
+    # Open longer than the timeout (the role at work, a lease of 30 s): the plugin hop, no wait.
+    pause, broken = verify_hops.maintenance_pause(window(1000, 1030), BOOT, 1000.0, 30, "/spool")
     assert pause == 0.0 and broken["name"] == "tamper_plugin" and not broken["ok"]
-    assert "/spool/maintenance" in broken["detail"] and "906 s more" in broken["detail"]
+    assert "/spool/maintenance" in broken["detail"] and "36 s more" in broken["detail"]

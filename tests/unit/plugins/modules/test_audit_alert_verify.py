@@ -9,7 +9,10 @@ import signal
 import time
 
 import pytest
-from ansible_collections.linux_audit.mail_alert.plugins.module_utils import mail_store
+from ansible_collections.linux_audit.mail_alert.plugins.module_utils import (
+    alert_plugin,
+    mail_store,
+)
 from ansible_collections.linux_audit.mail_alert.plugins.modules import (
     audit_alert_verify,
 )
@@ -425,30 +428,33 @@ def test_tamper_mail_in_the_mta_queue(host, run_module):
     assert_broken(outcome, "tamper_mta_queue", "16000c.77")
 
 
-def write_marker(host, start, end):
+def write_marker(host, opened, until):
+    """A marker of this boot whose window runs from OPENED to UNTIL seconds from now (the
+    boot clock; START and END the same on the epoch clock)."""
+    now, uptime = int(time.time()), alert_plugin.read_uptime()
     marker = host.spool / "maintenance"
-    marker.write_text(f"{start} {end}\n")
+    marker.write_text(alert_plugin.format_maintenance(alert_plugin.Maintenance(
+        now + opened, now + until, alert_plugin.read_boot_id(), uptime + opened, uptime + until)))
     marker.chmod(0o600)
 
 
 def test_tamper_waits_out_the_roles_maintenance_window(host, run_module):
     if os.geteuid() != 0:
         pytest.skip("the plugin trusts only a marker of root's; the tests do not run as root")
-    now = int(time.time())
-    write_marker(host, now - 60, now - 3)  # a deployment that ended 3 s ago
+    write_marker(host, -60, -3)  # a deployment that ended 3 s ago
+    until = alert_plugin.read_maintenance(str(host.spool)).until
     removed_at = []
-    host.on_removal.append(lambda fake, record: removed_at.append(time.time()))
+    host.on_removal.append(lambda fake, record: removed_at.append(alert_plugin.read_uptime()))
     outcome = verify(run_module, host.args(tamper=True, timeout=10))
     assert not outcome.failed, outcome.result.get("msg")
     assert 0 < outcome.result["tamper"]["waited"] <= 4
-    assert removed_at[0] > now - 3 + 5  # after the plugin's window, END + 5
+    assert removed_at[0] > until + 5  # after the plugin's window, UNTIL + 5 on the boot clock
 
 
 def test_tamper_during_the_roles_work_removes_nothing(host, run_module):
     if os.geteuid() != 0:
         pytest.skip("the plugin trusts only a marker of root's; the tests do not run as root")
-    now = int(time.time())
-    write_marker(host, now - 10, now + 890)  # the role at work
+    write_marker(host, -10, 20)  # the role at work
     outcome = verify(run_module, host.args(tamper=True))
     assert_broken(outcome, "tamper_plugin", "maintenance window")
     assert host.auditctl_changes() == []
