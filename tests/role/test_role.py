@@ -362,6 +362,7 @@ def test_key_change_changes_only_rules_and_plugin_config(host):
         "Rules | Mark the start of the rules load",
         "Rules | Load the audit rules with augenrules",
         "Rules | Drop the backup of the previous rules file",
+        "Rules | Record the loaded rules as the deployed audit state",
         "Rules | Mark the end of the rules load",
         "Plugin | Write the plugin config",
         "Mark the start of the role's work on auditd",
