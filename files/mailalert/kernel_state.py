@@ -326,7 +326,8 @@ class KernelState:
             other.status, other.rules)
 
     def to_json(self) -> Dict[str, Any]:
-        return {"status": self.status, "rules": [rule.to_json() for rule in self.rules]}
+        """A new document: changing it leaves this state as it is."""
+        return {"status": dict(self.status), "rules": [rule.to_json() for rule in self.rules]}
 
     @classmethod
     def from_json(cls, data: Dict[str, Any]) -> "KernelState":

@@ -57,8 +57,11 @@ def test_status_file_reports_rules_queue_and_delivery(tmp_path, fake_sendmail):
     status = json.loads((spool / "status.json").read_text())
     assert set(status) == {"pid", "updated", "rules", "queue", "last_error",
                            "last_error_permanent", "last_delivery", "bad", "unspooled",
-                           "dropped", "long_lines", "tamper_suppressed"}
+                           "dropped", "long_lines", "tamper_suppressed", "state_reads",
+                           "running", "auditd_ended"}
     assert status["queue"] == 0 and status["last_error"] is None
+    # A clean end; no kernel state read outside auditd (a pipe, not auditd's socket).
+    assert (status["running"], status["auditd_ended"], status["state_reads"]) == (False, False, 0)
     assert (status["bad"], status["unspooled"], status["dropped"], status["long_lines"]) == (0, 0, 0, 0)
     assert status["last_delivery"] >= status["updated"] - 60
     flood = status["rules"]["flood"]

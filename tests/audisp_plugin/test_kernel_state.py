@@ -185,10 +185,12 @@ def test_json_both_ways():
     lambda data: data.pop("rules"),
 ])
 def test_json_that_to_json_does_not_write_is_refused(damage):
+    before = DEPLOYED.to_json()
     data = DEPLOYED.to_json()
     damage(data)
     with pytest.raises((ValueError, TypeError, KeyError)):
         ks.KernelState.from_json(data)
+    assert DEPLOYED.to_json() == before, "the damage reached the state it came from"
 
 
 def test_from_data_takes_the_strings_in_order():

@@ -63,8 +63,10 @@ def spool(tmp_path):
 
 
 def watch(spool, log=None):
-    watcher = state_watch.StateWatch(spool, log or Recorded(), WATCHED, netlink=None)
+    log = log or Recorded()
+    watcher = state_watch.StateWatch(spool, log, WATCHED, netlink=None)
     watcher.start()
+    assert watcher.deployed is not None, log.lines
     return watcher
 
 

@@ -510,6 +510,43 @@ def test_the_same_commands_by_hand_each_bring_one_tamper_mail(host):
     assert {"amr-exec-w", "amr-hostname", HOST_KEY} <= loaded_keys()
 
 
+def open_window_as_a_play_that_died():
+    """What a play leaves that opened the maintenance window and was killed before it
+    closed it: the module's start, and nothing after."""
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(BUILD), ANSIBLE_HOME=str(BUILD / "ansible-home"))
+    done = subprocess.run(["ansible", "-i", str(HERE / "inventory.yml"), "all", "-m",
+                           "linux_audit.mail_alert.audit_mail_alert_maintenance", "-a",
+                           f"state=started spool_dir={SPOOL}"],
+                          env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    match = MARKER_LINE.fullmatch(Path(MARKER).read_text())
+    assert match and uptime() < float(match.group(5)), "the window is not open"
+    return float(match.group(5))
+
+
+def test_a_window_left_open_hides_neither_auditing_disabled_nor_removals_after_its_lease(host):
+    """Issue #21: a play that died with its window open. Auditing disabled is mailed at
+    once (the role never does it); rules removed once the lease (30 s) has run out."""
+    until = open_window_as_a_play_that_died()
+    before = len(tamper_mails())
+    try:
+        subprocess.run(["auditctl", "-e", "0"], stdout=subprocess.DEVNULL, check=True)
+        mails = wait_for(lambda: tamper_mails()[before:], 10, "a tamper mail for auditctl -e 0")
+    finally:
+        subprocess.run(["auditctl", "-e", "1"], stdout=subprocess.DEVNULL, check=True)
+    assert [m["X-Audit-Tamper"] for m in mails] == ["audit-disabled"], subjects(mails)
+    wait_for(lambda: uptime() > until + 6, 40, "the window's lease to run out")
+    before = len(tamper_mails())
+    subprocess.run(["auditctl", "-D"], stdout=subprocess.DEVNULL, check=True)
+    try:
+        mails = wait_for(lambda: tamper_mails()[before:], 10, "a tamper mail for auditctl -D")
+        assert [m["X-Audit-Tamper"] for m in mails] == ["rules-removed"], subjects(mails)
+    finally:
+        with no_tamper_mail():  # the deployed rules again: nothing is removed, nothing lost
+            subprocess.run(["augenrules", "--load"], stdout=subprocess.DEVNULL, check=True)
+    assert {"amr-exec-w", "amr-hostname", HOST_KEY} <= loaded_keys()
+
+
 def test_absent_removes_everything_and_keeps_the_host_rules(host):
     # The plugin decides at its end, on auditd's SIGTERM, by the marker.
     with no_tamper_mail(stopped=plugin_pids()):
