@@ -33,11 +33,11 @@ def read_kernel(netlink: AuditNetlink) -> KernelState:
     return KernelState.from_kernel(netlink.status(), netlink.rules())
 
 
-def record_state(spool: Spool, netlink: AuditNetlink) -> KernelState:
-    """--record-state: the kernel's state now becomes the deployed state."""
+def record_state(spool: Spool, netlink: AuditNetlink, by_the_role: bool = False) -> KernelState:
+    """The kernel's state now becomes the deployed state (--record-state: by_the_role)."""
     state = read_kernel(netlink)
     spool.write_deployed(json.dumps({"recorded": time.time(), "state": state.to_json()},
-                                    sort_keys=True).encode())
+                                    sort_keys=True).encode(), label_as_dir=by_the_role)
     return state
 
 
