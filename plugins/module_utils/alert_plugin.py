@@ -33,8 +33,9 @@ VERIFY_DIR = "verify"
 # "START END BOOT_ID OPENED UNTIL".
 MAINTENANCE_FILE = "maintenance"
 MAINTENANCE_LEASE = 30  # s: a start holds the window open until OPENED/now + LEASE
-# The plugin honours a marker only while OPENED - EARLY <= uptime <= UNTIL + LATE.
-MAINTENANCE_EARLY, MAINTENANCE_LATE = 2, 5
+# The plugin honours a marker only while OPENED - EARLY <= uptime <= UNTIL + LATE, with
+# UNTIL capped at OPENED + MAX (a marker written by hand cannot hold a longer window).
+MAINTENANCE_EARLY, MAINTENANCE_LATE, MAINTENANCE_MAX = 2, 5, 900
 # The boot the marker belongs to, and the clock OPENED and UNTIL are read on: seconds since
 # boot, suspend included (CLOCK_BOOTTIME), which no one can set.
 BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
@@ -256,9 +257,12 @@ def read_uptime() -> float:
 
 def maintenance_open(marker: Optional[Maintenance], boot_id: str, uptime: float) -> bool:
     """Whether the plugin takes a tamper finding handled at UPTIME for the role's work:
-    the marker is of this boot and OPENED - EARLY <= UPTIME <= UNTIL + LATE."""
-    return (marker is not None and marker.boot_id == boot_id
-            and marker.opened - MAINTENANCE_EARLY <= uptime <= marker.until + MAINTENANCE_LATE)
+    the marker is of this boot and OPENED - EARLY <= UPTIME <= min(UNTIL, OPENED + MAX)
+    + LATE."""
+    if marker is None or marker.boot_id != boot_id:
+        return False
+    until = min(marker.until, marker.opened + MAINTENANCE_MAX)
+    return marker.opened - MAINTENANCE_EARLY <= uptime <= until + MAINTENANCE_LATE
 
 
 def read_maintenance(spool_dir: str) -> Optional[Maintenance]:

@@ -294,10 +294,11 @@ def maintenance_pause(marker: alert_plugin.Maintenance | None, boot_id: str, upt
     marker while alert_plugin.maintenance_open, i.e. until UNTIL + 5 on the boot clock."""
     if not alert_plugin.maintenance_open(marker, boot_id, uptime):
         return 0.0, None
-    pause = round(marker.until + alert_plugin.MAINTENANCE_LATE + 1 - uptime, 2)
+    until = min(marker.until, marker.opened + alert_plugin.MAINTENANCE_MAX)
+    pause = round(until + alert_plugin.MAINTENANCE_LATE + 1 - uptime, 2)
     if pause > timeout:
         return 0.0, hop("tamper_plugin", False, f"{spool_dir}/maintenance: the role's "
-                        f"maintenance window (until {marker.until:.2f} s since boot) is open "
+                        f"maintenance window (until {until:.2f} s since boot) is open "
                         f"for {pause:.0f} s more, and the plugin takes a removal in it for "
                         "the role's own work")
     return pause, None

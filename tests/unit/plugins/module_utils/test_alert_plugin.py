@@ -223,6 +223,13 @@ def test_maintenance_open_on_the_boot_clock(boot_id, uptime, honoured):
     assert alert_plugin.maintenance_open(None, boot_id, uptime) is False
 
 
+def test_maintenance_open_caps_the_window_as_the_plugin_does():
+    """A marker written by hand with a far UNTIL holds at most OPENED + 900 (+ 5)."""
+    far = MARKER._replace(until=99999.0)
+    assert alert_plugin.maintenance_open(far, BOOT, 500.25 + 905) is True
+    assert alert_plugin.maintenance_open(far, BOOT, 500.25 + 905.01) is False
+
+
 def test_boot_clock_of_this_host():
     boot_id, uptime = alert_plugin.read_boot_id(), alert_plugin.read_uptime()
     assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", boot_id)

@@ -320,3 +320,6 @@ def test_maintenance_pause_waits_out_the_roles_window():
     pause, broken = verify_hops.maintenance_pause(window(1000, 1030), BOOT, 1000.0, 30, "/spool")
     assert pause == 0.0 and broken["name"] == "tamper_plugin" and not broken["ok"]
     assert "/spool/maintenance" in broken["detail"] and "36 s more" in broken["detail"]
+    # A far UNTIL counts only up to OPENED + 900, as the plugin caps it.
+    pause, broken = verify_hops.maintenance_pause(window(1000, 99999), BOOT, 1000.0, 2000, "/spool")
+    assert (pause, broken) == (906.0, None)
