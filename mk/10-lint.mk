@@ -13,6 +13,8 @@ ANSIBLE_TEST_OPTS := --python 3.11 --requirements --venv --color no
 test-lint: collection-tree
 	@echo "==> ruff"
 	ruff check .
+	@echo "==> modules and module_utils run on Python 3.6 (RHEL 8's own, with ansible-core 2.16)"
+	vermin --no-tips --violations --eval-annotations -t=3.6- plugins
 	@echo "==> functions over 60 lines have a reason (files/, plugins/)"
 	python tests/tools/check_function_length.py files plugins
 	@echo "==> ansible-lint (production profile)"

@@ -10,8 +10,6 @@
 This file is the modules' one owner of those contracts (docs/design.md).
 """
 
-from __future__ import annotations
-
 import configparser
 import email.parser
 import json
@@ -19,6 +17,7 @@ import os
 import re
 import stat
 import tempfile
+from typing import List, Optional, Tuple
 
 DEFAULT_SPOOL_DIR = "/var/spool/audisp-mailalert"
 DEFAULT_PLUGIN_CONF = "/etc/audit/plugins.d/audisp-mailalert.conf"
@@ -79,7 +78,7 @@ def read_plugin_conf(path: str) -> dict:
     return result
 
 
-def config_from_args(args: list[str]) -> str | None:
+def config_from_args(args: List[str]) -> Optional[str]:
     """The --config PATH the plugins.d args give the plugin, if any."""
     for index, word in enumerate(args):
         if word == "--config" and index + 1 < len(args):
@@ -89,7 +88,7 @@ def config_from_args(args: list[str]) -> str | None:
     return None
 
 
-def keys_from_args(args: list[str]) -> list[str]:
+def keys_from_args(args: List[str]) -> List[str]:
     """The KEY arguments of the plugin command line (everything that is not an option)."""
     keys, skip = [], False
     for word in args:
@@ -139,7 +138,7 @@ def locate(params: dict) -> dict:
             "spool_dir": params["spool_dir"] or config["spool_dir"]}
 
 
-def rules_for_key(key: str, config_rules: dict, args_keys: list[str]) -> list[str]:
+def rules_for_key(key: str, config_rules: dict, args_keys: List[str]) -> List[str]:
     """Names of the plugin rules that watch KEY (config rules, then the args rule)."""
     names = sorted(name for name, keys in config_rules.items() if key in keys)
     if key in args_keys:
@@ -147,7 +146,7 @@ def rules_for_key(key: str, config_rules: dict, args_keys: list[str]) -> list[st
     return names
 
 
-def read_status(spool_dir: str) -> tuple[dict | None, str | None]:
+def read_status(spool_dir: str) -> Tuple[Optional[dict], Optional[str]]:
     """(contents of <spool>/status.json or None, error text or None)."""
     path = os.path.join(spool_dir, STATUS_FILE)
     try:
@@ -159,7 +158,7 @@ def read_status(spool_dir: str) -> tuple[dict | None, str | None]:
         return None, f"cannot read {path}: {error}"
 
 
-def held_counts(status: dict | None, key: str) -> dict:
+def held_counts(status: Optional[dict], key: str) -> dict:
     """{rule name: held} for the status.json rules that watch KEY."""
     rules = (status or {}).get("rules") or {}
     return {name: int(rule.get("held") or 0) for name, rule in rules.items()
@@ -181,7 +180,7 @@ def alert_headers(handle) -> dict:
     }
 
 
-def queued_alerts(spool_dir: str) -> list[dict]:
+def queued_alerts(spool_dir: str) -> List[dict]:
     """Alerts in <spool>/queue/ (accepted by the plugin, not yet handed to the MTA)."""
     queue = os.path.join(spool_dir, QUEUE_DIR)
     try:
@@ -204,7 +203,7 @@ def queued_alerts(spool_dir: str) -> list[dict]:
     return alerts
 
 
-def read_maintenance(spool_dir: str) -> tuple[int, int] | None:
+def read_maintenance(spool_dir: str) -> Optional[Tuple[int, int]]:
     """The role's maintenance marker as the plugin reads it: (START, END), END capped at
     START + MAINTENANCE_MAX; None when there is none or the plugin ignores it (not a
     regular file of root's that only root can write, or not two whole numbers)."""

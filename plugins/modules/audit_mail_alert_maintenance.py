@@ -4,8 +4,6 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-from __future__ import annotations
-
 DOCUMENTATION = r"""
 ---
 module: audit_mail_alert_maintenance
@@ -30,7 +28,7 @@ description:
     loads, auditd restarts and reloads, and the removal of the plugin. docs/role.md says
     why the user being watched cannot forge the marker.
   - Needs root on the target (C(become=true)).
-version_added: 0.1.0
+version_added: 1.0.0
 author:
   - Audit mail alert developers (@linux-audit)
 extends_documentation_fragment:
@@ -107,6 +105,7 @@ import os
 import stat
 import tempfile
 import time
+from typing import Optional, Tuple
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.linux_audit.mail_alert.plugins.module_utils import alert_plugin
@@ -119,7 +118,7 @@ GRACE = 5  # the plugin's tolerance after END; a marker closed this recently is 
 ROOT_UID = 0  # the only owner of the spool directory the plugin trusts
 
 
-def parse_marker(text: str) -> tuple[int, int] | None:
+def parse_marker(text: str) -> Optional[Tuple[int, int]]:
     """(START, END) of a marker's content, or None if it is not two whole numbers."""
     fields = text.split()
     if len(fields) != 2 or not all(field.isdigit() for field in fields):
@@ -128,7 +127,7 @@ def parse_marker(text: str) -> tuple[int, int] | None:
     return (start, end) if start <= end else None
 
 
-def next_marker(state: str, current: tuple[int, int] | None, now: int) -> tuple[int, int] | None:
+def next_marker(state: str, current: Optional[Tuple[int, int]], now: int) -> Optional[Tuple[int, int]]:
     """The marker that state asks for, given the current one; None: leave it as it is."""
     if state == "started":
         if current and current[0] <= now <= current[0] + MAX_WINDOW and current[1] >= now - GRACE:
@@ -157,7 +156,7 @@ def check_spool_dir(module: AnsibleModule, spool_dir: str) -> int:
     return fd
 
 
-def read_marker(module: AnsibleModule, dir_fd: int, path: str) -> str | None:
+def read_marker(module: AnsibleModule, dir_fd: int, path: str) -> Optional[str]:
     """The marker's text; None if there is none. A link or another file type is not read."""
     try:
         st = os.stat(MARKER, dir_fd=dir_fd, follow_symlinks=False)
