@@ -41,10 +41,27 @@ test-units: collection-tree ansible-test-bootstrap
 	@echo "==> ansible-test units"
 	cd $(COLLECTION_TREE) && $(ANSIBLE_TEST) units $(ANSIBLE_TEST_OPTS)
 
+# galaxy-importer (what Galaxy and Automation Hub run on an upload) in a venv of its own: it
+# brings the ansible-core, ansible-lint and ansible-doc it runs, whatever the dev venv pins.
+GALAXY_IMPORTER_VENV := $(BUILD)/galaxy-importer
+$(GALAXY_IMPORTER_VENV)/.installed: | deps
+	@echo "==> venv: $(GALAXY_IMPORTER_VENV)"
+	rm -rf $(@D)
+	/usr/bin/python3 -m venv $(@D)
+	$(@D)/bin/pip install -q --upgrade pip
+	$(@D)/bin/pip install -q "galaxy-importer>=0.4.44,<0.5"
+	touch $@
+
 # Built from the collection tree, which holds untracked files too (a stray cache there would
-# reach users): the artifact must hold exactly the user's part (tests/tools/check_artifact.py).
-test-artifact: collection-tree
+# reach users): the artifact must hold exactly the user's part (tests/tools/check_artifact.py),
+# and galaxy-importer with Automation Hub's settings (tests/tools/galaxy-importer.cfg) must
+# import it with no warning but the allowed ones (tests/tools/galaxy_import.py).
+test-artifact: collection-tree $(GALAXY_IMPORTER_VENV)/.installed
 	@echo "==> ansible-galaxy collection build: what the artifact holds"
 	rm -rf $(BUILD)/artifact
 	cd $(COLLECTION_TREE) && ansible-galaxy collection build --output-path $(BUILD)/artifact >/dev/null
 	python tests/tools/check_artifact.py $(BUILD)/artifact/linux_audit-mail_alert-*.tar.gz
+	@echo "==> galaxy-importer on the artifact, with Automation Hub's settings"
+	PATH=$(GALAXY_IMPORTER_VENV)/bin:$$PATH GALAXY_IMPORTER_CONFIG=$(CURDIR)/tests/tools/galaxy-importer.cfg \
+	  $(GALAXY_IMPORTER_VENV)/bin/python tests/tools/galaxy_import.py \
+	  $(BUILD)/artifact/linux_audit-mail_alert-*.tar.gz $(BUILD)/galaxy-import
