@@ -30,6 +30,15 @@ description:
   - Needs root on the target (C(become=true)), to query the kernel audit state and to
     write into the plugin's spool.
 version_added: 1.0.0
+requirements:
+  - C(auditctl) and C(ausearch) on the target (package C(auditd) on Debian and Ubuntu,
+    C(audit) on RHEL and Fedora), with auditd running.
+  - The audisp-mailalert plugin deployed and registered with auditd (the role
+    C(linux_audit.mail_alert.audit_mail_alert) does both).
+  - C(setpriv) (util-linux) when O(run_as) is set.
+  - C(mailq) of the MTA, optional; without it the C(mta_queue) hop reports that there is
+    no mailq to ask.
+  - Root on the target (C(become=true)).
 author:
   - Audit mail alert developers (@linux-audit)
 extends_documentation_fragment:

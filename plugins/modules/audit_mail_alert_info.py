@@ -16,6 +16,10 @@ description:
   - Needs root on the target (C(become=true)) for C(auditctl); without it the audit part
     holds the error instead of the state.
 version_added: 1.0.0
+requirements:
+  - C(auditctl) on the target (package C(auditd) on Debian and Ubuntu, C(audit) on RHEL
+    and Fedora), for the audit part; without it that part holds the error.
+  - Root on the target (C(become=true)).
 author:
   - Audit mail alert developers (@linux-audit)
 extends_documentation_fragment:

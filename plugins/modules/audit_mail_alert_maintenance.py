@@ -29,6 +29,10 @@ description:
     why the user being watched cannot forge the marker.
   - Needs root on the target (C(become=true)).
 version_added: 1.0.0
+requirements:
+  - The plugin's spool directory on the target, owned by root (the role
+    C(linux_audit.mail_alert.audit_mail_alert) creates it).
+  - Root on the target (C(become=true)).
 author:
   - Audit mail alert developers (@linux-audit)
 extends_documentation_fragment:
