@@ -1,6 +1,6 @@
 """Check what `ansible-galaxy collection build` put into the artifact: the collection a user
 installs (modules, role, plugin, SELinux sources, playbooks, the example inventory, docs,
-the licence and the changelog) and of the tests only the sanity ignore files that
+the licence and the changelog) and of the tests only ansible-test's config and ignore files that
 ansible-test needs to pass on the artifact; nothing else of the development tree (the
 other tests, lab, caches such as ansible-lint's .ansible/ or antsibull-changelog's
 .plugin-cache.yaml); and that it holds the files meta/execution-environment.yml names
@@ -20,10 +20,10 @@ EXPECTED = {
     "COPYING", "FILES.json", "MANIFEST.json", "README.md", "changelogs",
     "docs", "files", "inventory", "meta", "playbooks", "plugins", "roles", "selinux", "tests",
 }
-# Of tests/, only ansible-test's ignore files (Galaxy and Automation Hub run its sanity
+# Of tests/, only ansible-test's config and ignore files (Galaxy and Automation Hub run its sanity
 # tests on the artifact); of changelogs/, only what antsibull-changelog keeps for users.
 ALLOWED_UNDER = {
-    "tests": re.compile(r"tests/sanity/ignore-2\.\d+\.txt"),
+    "tests": re.compile(r"tests/config\.yml|tests/sanity/ignore-2\.\d+\.txt"),
     "changelogs": re.compile(r"changelogs/(changelog\.yaml|config\.yaml|fragments/[\w.-]+\.ya?ml)"),
 }
 # ansible-builder reads this file in the installed collection and opens the files it names:
