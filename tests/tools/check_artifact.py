@@ -17,14 +17,14 @@ import yaml
 
 # The top-level entries a user needs; anything else in the artifact is a leak.
 EXPECTED = {
-    "COPYING", "FILES.json", "MANIFEST.json", "README.md", "changelogs",
+    "CHANGELOG.rst", "COPYING", "FILES.json", "MANIFEST.json", "README.md", "changelogs",
     "docs", "files", "inventory", "meta", "playbooks", "plugins", "roles", "selinux", "tests",
 }
 # Of tests/, only ansible-test's config and ignore files (Galaxy and Automation Hub run its sanity
 # tests on the artifact); of changelogs/, only what antsibull-changelog keeps for users.
 ALLOWED_UNDER = {
     "tests": re.compile(r"tests/config\.yml|tests/sanity/ignore-2\.\d+\.txt"),
-    "changelogs": re.compile(r"changelogs/(changelog\.yaml|config\.yaml|fragments/[\w.-]+\.ya?ml)"),
+    "changelogs": re.compile(r"changelogs/(changelog\.yaml|config\.yaml|fragments/([\w.-]+\.ya?ml|\.keep))"),
 }
 # ansible-builder reads this file in the installed collection and opens the files it names:
 # all of them must be in the artifact (tests/unit/meta/test_execution_environment.py checks
