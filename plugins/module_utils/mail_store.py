@@ -106,7 +106,7 @@ def alert_messages(path: str, key: str) -> List[dict]:
         return []
     found = []
     try:
-        for message_key in box.keys():  # iterating a Mailbox itself yields messages
+        for message_key in box.keys():  # noqa: SIM118 (iterating a Mailbox yields messages)
             try:
                 with box.get_file(message_key) as handle:
                     headers = alert_headers(handle)

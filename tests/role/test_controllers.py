@@ -16,8 +16,12 @@ import subprocess
 import time
 
 import pytest
+import test_role
 from tamper_mail import no_tamper_mail
-from test_role import host, playbook, plugin_pids, wait_for_alert  # noqa: F401 (host: fixture)
+from test_role import playbook, plugin_pids, wait_for_alert
+
+# test_role.py's module fixture: the host auditd lock, and a clean host before and after.
+host = test_role.host
 
 # What a run must not print: ansible-core's deprecation warnings (features that a later
 # release removes) and its warnings about conditionals and templating.
@@ -50,7 +54,8 @@ def assert_clean(run):
 
 @pytest.mark.skipif(not os.environ.get("AMR_CONTROLLERS"), reason="AMR_CONTROLLERS is not set (make test-ansible-versions)")
 @pytest.mark.parametrize(("bin_dir", "python"), list(controllers()))
-def test_the_role_from_this_controller(host, request, bin_dir, python):  # noqa: F811 (host)
+@pytest.mark.usefixtures("host")
+def test_the_role_from_this_controller(request, bin_dir, python):
     started = time.monotonic()
     extra = ["-e", f"ansible_python_interpreter={python}"] if python else []
     assert target_python(bin_dir, extra) == (python or "/usr/bin/python3")
