@@ -31,7 +31,11 @@ ARTIFACT_TREE := $(BUILD)/artifact-tree/ansible_collections/linux_audit/mail_ale
 INSTALLED := $(BUILD)/installed
 CONTROLLERS_REPORT := $(BUILD)/ansible-versions.txt
 
-.PHONY: test-ansible-versions ansible-venvs
+.PHONY: test-ansible-versions ansible-versions-started ansible-venvs
+# The target's time counts from here, so that it includes the venvs it builds.
+ansible-versions-started:
+	@mkdir -p $(BUILD) && date +%s > $(BUILD)/ansible-versions.started
+
 ansible-venvs: $(foreach v,$(ANSIBLE_VERSIONS),$(call ansible-venv,$(v))/.installed)
 
 $(BUILD)/ansible-%/.installed: | deps
@@ -56,9 +60,8 @@ define artifact-sanity
 	echo "==> ansible-test sanity $$($(call core-version,$$venv)) (Python $$pyver): passed in $$((SECONDS - started)) s"
 endef
 
-test-ansible-versions: test-artifact ansible-venvs
+test-ansible-versions: test-artifact ansible-versions-started ansible-venvs
 	@echo "==> ansible versions $(ANSIBLE_VERSIONS): the artifact, unpacked for ansible-test, installed by ansible-galaxy $(ANSIBLE_OLDEST)"
-	@date +%s > $(BUILD)/ansible-versions.started
 	rm -rf $(BUILD)/artifact-tree $(INSTALLED) $(CONTROLLERS_REPORT) && mkdir -p $(ARTIFACT_TREE)
 	tar -C $(ARTIFACT_TREE) -xzf $(BUILD)/artifact/linux_audit-mail_alert-*.tar.gz
 	# ansible-test lists the files with git; its own output (tests/output/) is not the artifact's.
