@@ -71,8 +71,8 @@ def main(artifact: Path, workdir: Path) -> int:
     for line in lines:
         if ALLOWED.fullmatch(line):
             print(f"    allowed: {line}")
-    print(f"galaxy-importer: {artifact.name} imported, no other warning "
-          f"({time.monotonic() - started:.0f} s)")
+    print(f"==> galaxy-importer: passed in {time.monotonic() - started:.0f} s "
+          f"({artifact.name} imported, no warning but the allowed ones)")
     if imported != artifact:
         print("galaxy-importer: NOTE: galaxy.yml names no repository, which Galaxy and Automation "
               f"Hub require: imported with the stand-in {STAND_IN}; an upload needs "
