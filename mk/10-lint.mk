@@ -13,6 +13,8 @@ ANSIBLE_TEST_OPTS := --python 3.11 --requirements --venv --color no
 test-lint: collection-tree
 	@echo "==> ruff"
 	ruff check .
+	@echo "==> modules and module_utils run on Python 3.6 (RHEL 8's own, with ansible-core 2.16)"
+	vermin --no-tips --violations --eval-annotations -t=3.6- plugins
 	@echo "==> functions over 60 lines have a reason (files/, plugins/)"
 	python tests/tools/check_function_length.py files plugins
 	@echo "==> ansible-lint (production profile)"
@@ -23,18 +25,43 @@ ansible-test-bootstrap: venv
 	install -D -m 0644 tests/tools/ansible_test_pip_bootstrap.py $(ANSIBLE_TEST_GET_PIP)
 
 # ansible-test runs inside a copy laid out as ansible_collections/linux_audit/mail_alert.
+# The shipped tests/sanity/ignore-2.N.txt name only files of the artifact (ansible-test
+# refuses a line for a file it does not find): in a copy of the tree, the lines for the
+# development tree's files (tests/sanity/dev-tree-ignores.txt) are added to them.
+SANITY_TREE := $(BUILD)/sanity-tree/ansible_collections/linux_audit/mail_alert
 test-sanity: collection-tree ansible-test-bootstrap
 	@echo "==> ansible-test sanity (first run builds its virtual environments: minutes)"
-	cd $(COLLECTION_TREE) && $(ANSIBLE_TEST) sanity $(ANSIBLE_TEST_OPTS)
+	rm -rf $(BUILD)/sanity-tree && mkdir -p $(dir $(SANITY_TREE))
+	cp -a $(COLLECTION_TREE) $(SANITY_TREE)
+	for ignore in $(SANITY_TREE)/tests/sanity/ignore-2.*.txt; do \
+	  grep -v '^#' tests/sanity/dev-tree-ignores.txt >> $$ignore; done
+	cd $(SANITY_TREE) && $(ANSIBLE_TEST) sanity $(ANSIBLE_TEST_OPTS)
 
 test-units: collection-tree ansible-test-bootstrap
 	@echo "==> ansible-test units"
 	cd $(COLLECTION_TREE) && $(ANSIBLE_TEST) units $(ANSIBLE_TEST_OPTS)
 
+# galaxy-importer (what Galaxy and Automation Hub run on an upload) in a venv of its own: it
+# brings the ansible-core, ansible-lint and ansible-doc it runs, whatever the dev venv pins.
+GALAXY_IMPORTER_VENV := $(BUILD)/galaxy-importer
+$(GALAXY_IMPORTER_VENV)/.installed: | deps
+	@echo "==> venv: $(GALAXY_IMPORTER_VENV)"
+	rm -rf $(@D)
+	/usr/bin/python3 -m venv $(@D)
+	$(@D)/bin/pip install -q --upgrade pip
+	$(@D)/bin/pip install -q "galaxy-importer>=0.4.44,<0.5"
+	touch $@
+
 # Built from the collection tree, which holds untracked files too (a stray cache there would
-# reach users): the artifact must hold exactly the user's part (tests/tools/check_artifact.py).
-test-artifact: collection-tree
+# reach users): the artifact must hold exactly the user's part (tests/tools/check_artifact.py),
+# and galaxy-importer with Automation Hub's settings (tests/tools/galaxy-importer.cfg) must
+# import it with no warning but the allowed ones (tests/tools/galaxy_import.py).
+test-artifact: collection-tree $(GALAXY_IMPORTER_VENV)/.installed
 	@echo "==> ansible-galaxy collection build: what the artifact holds"
 	rm -rf $(BUILD)/artifact
 	cd $(COLLECTION_TREE) && ansible-galaxy collection build --output-path $(BUILD)/artifact >/dev/null
 	python tests/tools/check_artifact.py $(BUILD)/artifact/linux_audit-mail_alert-*.tar.gz
+	@echo "==> galaxy-importer on the artifact, with Automation Hub's settings"
+	PATH=$(GALAXY_IMPORTER_VENV)/bin:$$PATH GALAXY_IMPORTER_CONFIG=$(CURDIR)/tests/tools/galaxy-importer.cfg \
+	  $(GALAXY_IMPORTER_VENV)/bin/python tests/tools/galaxy_import.py \
+	  $(BUILD)/artifact/linux_audit-mail_alert-*.tar.gz $(BUILD)/galaxy-import

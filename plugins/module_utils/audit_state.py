@@ -7,11 +7,10 @@ The functions here parse text the audit tools print; the callers run the tools
 (AnsibleModule.run_command with a list), so the parsers stay testable without a host.
 """
 
-from __future__ import annotations
-
 import os
 import re
 import time
+from typing import Dict, List, Optional
 
 # The environment of every audit tool the modules run: ausearch --start parses dates by
 # locale, and the parsers here read the C locale's words.
@@ -51,13 +50,13 @@ def parse_status(text: str) -> dict:
     return status
 
 
-def parse_version(text: str) -> str | None:
+def parse_version(text: str) -> Optional[str]:
     """Return the version from `auditctl -v` ("auditctl version 3.0.9")."""
     match = re.search(r"version\s+(\S+)", text)
     return match.group(1) if match else None
 
 
-def parse_rules(text: str) -> list[dict]:
+def parse_rules(text: str) -> List[dict]:
     """Parse `auditctl -l` into [{"rule": line, "keys": [...]}]; "No rules" gives []."""
     rules = []
     for line in text.splitlines():
@@ -68,9 +67,9 @@ def parse_rules(text: str) -> list[dict]:
     return rules
 
 
-def rule_keys(rule: str) -> list[str]:
+def rule_keys(rule: str) -> List[str]:
     """The keys of one rule line: every `-k KEY` and `-F key=KEY`, split on \\x01."""
-    keys: list[str] = []
+    keys: List[str] = []
     words = rule.split()
     for index, word in enumerate(words):
         value = None
@@ -83,7 +82,7 @@ def rule_keys(rule: str) -> list[str]:
     return keys
 
 
-def deletion_argv(rule: str) -> list[str] | None:
+def deletion_argv(rule: str) -> Optional[List[str]]:
     """The auditctl arguments that delete exactly RULE, a line of `auditctl -l`: the same
     words with -a turned into -d, -w into -W. None for a line that is not such a rule."""
     words = rule.split()
@@ -91,12 +90,12 @@ def deletion_argv(rule: str) -> list[str] | None:
     return [flag, *words[1:]] if flag else None
 
 
-def loaded_keys(rules: list[dict]) -> list[str]:
+def loaded_keys(rules: List[dict]) -> List[str]:
     """Sorted, unique keys of the loaded rules."""
     return sorted({key for rule in rules for key in rule["keys"]})
 
 
-def ausearch_start(timestamp: float) -> list[str]:
+def ausearch_start(timestamp: float) -> List[str]:
     """`--start DATE TIME` words for ausearch run with LC_ALL=C.
 
     ausearch reads the date with strptime("%x"), which in the C locale is %m/%d/%y
@@ -106,13 +105,13 @@ def ausearch_start(timestamp: float) -> list[str]:
     return ["--start", time.strftime("%m/%d/%y", local), time.strftime("%H:%M:%S", local)]
 
 
-def parse_raw_events(text: str) -> list[dict]:
+def parse_raw_events(text: str) -> List[dict]:
     """Events in `ausearch --format raw` output, in log order.
 
     Each event: {"id": "SEC.MSEC:SERIAL", "time": float, "serial": int, and from its
     SYSCALL record when there is one: "pid", "ppid", "uid", "auid", "exe", "key"}.
     """
-    events: dict[str, dict] = {}
+    events: Dict[str, dict] = {}
     for line in text.splitlines():
         match = _RAW_EVENT_ID.search(line)
         if not match:
@@ -136,7 +135,7 @@ def parse_raw_events(text: str) -> list[dict]:
     return list(events.values())
 
 
-def parse_rule_changes(text: str) -> list[dict]:
+def parse_rule_changes(text: str) -> List[dict]:
     """The CONFIG_CHANGE records of rules added or removed in `ausearch --format raw` output:
     [{"id": "SEC.MSEC:SERIAL", "op": "add_rule" or "remove_rule", "keys": [...], "ok": res=1}]
     in log order. The kernel writes a key with a byte outside printable ASCII (several keys
@@ -156,7 +155,7 @@ def parse_rule_changes(text: str) -> list[dict]:
     return changes
 
 
-def _logged_keys(value: str) -> list[str]:
+def _logged_keys(value: str) -> List[str]:
     """The keys of a CONFIG_CHANGE key= field: "KEY", HEX or (null)."""
     if value.startswith('"'):
         text = value.strip('"')
@@ -167,7 +166,7 @@ def _logged_keys(value: str) -> list[str]:
     return [key for key in text.split(_KEY_SEPARATOR) if key]
 
 
-def normalize_event_id(value: str) -> str | None:
+def normalize_event_id(value: str) -> Optional[str]:
     """"SEC.MSEC:SERIAL[@NODE]" as "SEC.MMM:SERIAL" (three-digit milliseconds), or None."""
     match = re.match(r"\s*(\d+)\.(\d+):(\d+)", value or "")
     if not match:
@@ -176,7 +175,7 @@ def normalize_event_id(value: str) -> str | None:
     return f"{seconds}.{int(millis):03d}:{serial}"
 
 
-def read_cmdline(pid: int, proc: str = "/proc") -> list[str] | None:
+def read_cmdline(pid: int, proc: str = "/proc") -> Optional[List[str]]:
     """argv of a process, or None if it is gone (or a kernel thread)."""
     try:
         with open(os.path.join(proc, str(pid), "cmdline"), "rb") as handle:
@@ -188,7 +187,7 @@ def read_cmdline(pid: int, proc: str = "/proc") -> list[str] | None:
     return [part.decode("utf-8", "replace") for part in raw.rstrip(b"\0").split(b"\0")]
 
 
-def read_ppid(pid: int, proc: str = "/proc") -> int | None:
+def read_ppid(pid: int, proc: str = "/proc") -> Optional[int]:
     """Parent pid from /proc/PID/stat (the field after the parenthesised comm)."""
     try:
         with open(os.path.join(proc, str(pid), "stat"), "rb") as handle:
@@ -199,7 +198,7 @@ def read_ppid(pid: int, proc: str = "/proc") -> int | None:
     return int(fields[1]) if len(fields) > 1 and fields[1].isdigit() else None
 
 
-def process_name(pid: int, proc: str = "/proc") -> str | None:
+def process_name(pid: int, proc: str = "/proc") -> Optional[str]:
     """The comm of a process, or None if it does not exist."""
     try:
         with open(os.path.join(proc, str(pid), "comm")) as handle:
@@ -208,7 +207,7 @@ def process_name(pid: int, proc: str = "/proc") -> str | None:
         return None
 
 
-def find_processes(program: str, proc: str = "/proc") -> list[dict]:
+def find_processes(program: str, proc: str = "/proc") -> List[dict]:
     """Processes running PROGRAM: argv[0] is it, or argv[1] is it and argv[0] is a
     Python interpreter (how the kernel starts a #! script such as the plugin).
     Returns [{"pid", "ppid", "cmdline"}] sorted by pid."""

@@ -7,13 +7,12 @@ Mailboxes are read with the standard `mailbox` package, headers only, without lo
 (the reader never writes; a message caught half-written is simply seen on the next poll).
 """
 
-from __future__ import annotations
-
 import fcntl
 import mailbox
 import os
 import re
 import struct
+from typing import List, Optional, Tuple
 
 from ansible_collections.linux_audit.mail_alert.plugins.module_utils.alert_plugin import (
     alert_headers,
@@ -52,7 +51,7 @@ def _immutable(path: str) -> bool:
         os.close(descriptor)
 
 
-def mailbox_unwritable(path: str) -> str | None:
+def mailbox_unwritable(path: str) -> Optional[str]:
     """Why an MTA running as root could not deliver into the mailbox, or None.
 
     Root ignores permission bits, so what stops it is an immutable mailbox (or its
@@ -87,7 +86,7 @@ def mailbox_state(path: str) -> dict:
     return state
 
 
-def open_mailbox(path: str) -> mailbox.Mailbox | None:
+def open_mailbox(path: str) -> Optional[mailbox.Mailbox]:
     """The mailbox at PATH (a directory is a Maildir, a file an mbox), or None if absent."""
     if os.path.isdir(path):
         return mailbox.Maildir(path, factory=None, create=False)
@@ -96,7 +95,7 @@ def open_mailbox(path: str) -> mailbox.Mailbox | None:
     return None
 
 
-def alert_messages(path: str, key: str) -> list[dict]:
+def alert_messages(path: str, key: str) -> List[dict]:
     """Headers of the messages in the mailbox whose X-Audit-Key is KEY.
 
     Each: {"key", "event" (normalized TIME:SERIAL), "event_header", "verify", "tamper",
@@ -107,7 +106,7 @@ def alert_messages(path: str, key: str) -> list[dict]:
         return []
     found = []
     try:
-        for message_key in box.iterkeys():  # iterating a Mailbox itself yields messages
+        for message_key in box.keys():  # noqa: SIM118 (iterating a Mailbox yields messages)
             try:
                 with box.get_file(message_key) as handle:
                     headers = alert_headers(handle)
@@ -133,9 +132,9 @@ class MailboxWatch:
     def __init__(self, path: str, key: str):
         self.path, self.key = path, key
         self.seen = None
-        self.messages: list[dict] = []
+        self.messages: List[dict] = []
 
-    def look(self) -> tuple[list[dict], dict]:
+    def look(self) -> Tuple[List[dict], dict]:
         """(the alert messages now, the mailbox state now)."""
         state = mailbox_state(self.path)
         if (state["size"], state["mtime"]) != self.seen:
@@ -144,7 +143,7 @@ class MailboxWatch:
         return self.messages, state
 
 
-def mail_queue(module) -> dict | None:
+def mail_queue(module) -> Optional[dict]:
     """The MTA's queue (mailq): {"ids": queue ids, "error": why mailq failed or None};
     None when there is no mailq to ask. A failing mailq still lists what it read: postfix's
     exits 69 with "Mail system is down" and shows the queue when its daemon is not running."""
@@ -158,7 +157,7 @@ def mail_queue(module) -> dict | None:
     return {"ids": parse_mail_queue(out), "error": error}
 
 
-def parse_mail_queue(text: str) -> list[str]:
+def parse_mail_queue(text: str) -> List[str]:
     """Queue ids in `mailq` output; an empty queue ("Mail queue is empty") gives []."""
     ids = []
     for line in text.splitlines():

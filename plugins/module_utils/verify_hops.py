@@ -9,7 +9,7 @@ returns hops, {"name", "ok", "detail"}. Nothing here reads the host, so each ver
 unit-tested on plain data.
 """
 
-from __future__ import annotations
+from typing import List, Optional, Tuple
 
 from ansible_collections.linux_audit.mail_alert.plugins.module_utils import alert_plugin
 from ansible_collections.linux_audit.mail_alert.plugins.module_utils.audit_state import (
@@ -45,13 +45,13 @@ def hop(name: str, ok: bool, detail: str) -> dict:
     return {"name": name, "ok": bool(ok), "detail": detail}
 
 
-def failure_message(hops: list[dict]) -> str:
+def failure_message(hops: List[dict]) -> str:
     """`<what is broken> (hop <name>): <what was found>` for the first broken hop."""
     broken = next(item for item in hops if not item["ok"])
     return f"{BROKEN[broken['name']]} (hop {broken['name']}): {broken['detail']}"
 
 
-def alert_matches(alert: dict, event_ids: list[str] | None, token: str | None) -> bool:
+def alert_matches(alert: dict, event_ids: Optional[List[str]], token: Optional[str]) -> bool:
     """An alert is ours if it names one of our events (any event when EVENT_IDS is None)
     and carries our token, if we wrote one."""
     if event_ids is not None and normalize_event_id(alert.get("event") or "") not in event_ids:
@@ -61,14 +61,14 @@ def alert_matches(alert: dict, event_ids: list[str] | None, token: str | None) -
 
 # -- before the command: what can be seen without an event -------------------------------
 
-def audit_enabled(status: dict | None, error: str) -> dict:
+def audit_enabled(status: Optional[dict], error: str) -> dict:
     if status is None:
         return hop("audit_enabled", False, error)
     return hop("audit_enabled", status.get("enabled") in (1, 2),
                f"auditctl -s: enabled {status.get('enabled')}")
 
 
-def rule_loaded(key: str, rules: list[dict] | None, error: str) -> dict:
+def rule_loaded(key: str, rules: Optional[List[dict]], error: str) -> dict:
     if rules is None:
         return hop("rule_loaded", False, error)
     matching = [rule["rule"] for rule in rules if key in rule["keys"]]
@@ -77,7 +77,7 @@ def rule_loaded(key: str, rules: list[dict] | None, error: str) -> dict:
     return hop("rule_loaded", True, f"auditctl -l: {'; '.join(matching)}")
 
 
-def auditd_running(pid: int, name: str | None) -> dict:
+def auditd_running(pid: int, name: Optional[str]) -> dict:
     if not pid:
         return hop("auditd_running", False, "auditctl -s: no audit daemon registered (pid 0)")
     return hop("auditd_running", name == "auditd",
@@ -108,7 +108,7 @@ def plugin_configured(conf: dict, program_executable: bool, config: dict, spool_
     return hop("plugin_configured", False, problem)
 
 
-def plugin_running(program: str | None, processes: list[dict], auditd_pid: int) -> dict:
+def plugin_running(program: Optional[str], processes: List[dict], auditd_pid: int) -> dict:
     if not program:
         return hop("plugin_running", False, "no plugin path is configured")
     if not processes:
@@ -131,13 +131,13 @@ def plugin_key(key: str, conf: dict, config: dict) -> dict:
                f"{conf['file']} lists key {key}")
 
 
-def mailbox_writable(path: str, problem: str | None) -> dict:
+def mailbox_writable(path: str, problem: Optional[str]) -> dict:
     if problem:
         return hop("mailbox_writable", False, f"the MTA cannot write {path}: {problem}")
     return hop("mailbox_writable", True, f"{path} can be written")
 
 
-def before_command(seen: dict) -> list[dict]:
+def before_command(seen: dict) -> List[dict]:
     """The hops that can be checked without an event, in chain order, from the evidence
     of Verification.look_before (keys as used below)."""
     status = seen["status"] or {}
@@ -162,18 +162,18 @@ def held_growth(before: dict, after: dict) -> dict:
             if count > before.get(name, 0)}
 
 
-def new_in_queue(before: dict | None, after: dict | None) -> list[str]:
+def new_in_queue(before: Optional[dict], after: Optional[dict]) -> List[str]:
     """Queue ids mailq lists now that it did not list before (None: no mailq)."""
     return sorted(set((after or {}).get("ids", [])) - set((before or {}).get("ids", [])))
 
 
-def delivered_since(status: dict | None, started: float) -> bool:
+def delivered_since(status: Optional[dict], started: float) -> bool:
     """Whether status.json records a delivery to the MTA since STARTED."""
     last_delivery = (status or {}).get("last_delivery")
     return isinstance(last_delivery, (int, float)) and last_delivery >= started
 
 
-def event_logged(events: list[dict], search: str, rc: int | None, command: list[str]) -> dict:
+def event_logged(events: List[dict], search: str, rc: Optional[int], command: List[str]) -> dict:
     if not events:
         return hop("event_logged", False, f"{search} found no event since the command ran (rc "
                    f"{rc}); does {' '.join(command)} trigger the rule, and does auditd write "
@@ -181,7 +181,7 @@ def event_logged(events: list[dict], search: str, rc: int | None, command: list[
     return hop("event_logged", True, f"event(s) {', '.join(event['id'] for event in events)}")
 
 
-def unmarked_hop(name: str, what: str, message: dict, token: str | None) -> dict:
+def unmarked_hop(name: str, what: str, message: dict, token: Optional[str]) -> dict:
     """The plugin hop broken by a MESSAGE for our event that lacks our token."""
     seen = message["verify"]
     header = f"with X-Audit-Verify {seen} instead of {token}" if seen else "without X-Audit-Verify"
@@ -189,8 +189,8 @@ def unmarked_hop(name: str, what: str, message: dict, token: str | None) -> dict
                "the plugin ignored the verification request")
 
 
-def plugin_alert(unmarked: list[dict], token: str | None, traced: bool, spool_dir: str,
-                 status_error: str | None) -> dict:
+def plugin_alert(unmarked: List[dict], token: Optional[str], traced: bool, spool_dir: str,
+                 status_error: Optional[str]) -> dict:
     """UNMARKED: our event's alerts that came without our token; TRACED: some part after
     the plugin (held, spool, MTA queue, delivery) shows the alert."""
     if unmarked:
@@ -202,7 +202,7 @@ def plugin_alert(unmarked: list[dict], token: str | None, traced: bool, spool_di
                "status.json since the command ran" + (f"; {status_error}" if status_error else ""))
 
 
-def rate_limit(held: dict, token: str | None) -> dict:
+def rate_limit(held: dict, token: Optional[str]) -> dict:
     if held:
         rules = ", ".join(f"{name} (+{count})" for name, count in sorted(held.items()))
         why = ("although the verification request was in place" if token
@@ -212,7 +212,7 @@ def rate_limit(held: dict, token: str | None) -> dict:
     return hop("rate_limit", True, "status.json: nothing held back since the command ran")
 
 
-def plugin_delivery(queued: list[dict], status: dict | None, spool_dir: str,
+def plugin_delivery(queued: List[dict], status: Optional[dict], spool_dir: str,
                     name: str = "plugin_delivery", what: str = "alert",
                     ours: str = "for the event") -> dict:
     """QUEUED: our alerts (WHAT, OURS says which) that wait in the plugin's spool queue."""
@@ -222,7 +222,7 @@ def plugin_delivery(queued: list[dict], status: dict | None, spool_dir: str,
     return hop(name, True, f"no {what} {ours} waits in {spool_dir}/queue")
 
 
-def mta_queue(mail_queue: dict | None, new_ids: list[str], since: str = "the command ran",
+def mta_queue(mail_queue: Optional[dict], new_ids: List[str], since: str = "the command ran",
               name: str = "mta_queue") -> dict:
     """MAIL_QUEUE: mailq now ({"ids", "error"}, None without mailq); NEW_IDS: its ids that
     were not there before."""
@@ -244,7 +244,7 @@ def mailbox_not_written(path: str, what: str, before: dict, after: dict,
     return hop(name, False, f"no {what} in {path} ({found})")
 
 
-def after_command(seen: dict) -> list[dict]:
+def after_command(seen: dict) -> List[dict]:
     """The hops after the command, in chain order, when no alert came, from the evidence
     of Verification.look_after (keys as used below)."""
     events, token = seen["events"], seen["token"]
@@ -271,7 +271,7 @@ def after_command(seen: dict) -> list[dict]:
 
 # -- the tamper path: a rule with the key removed, then put back --------------------------
 
-def tamper_before(key: str, rules: list[str], enabled: int | None, config: dict) -> list[dict]:
+def tamper_before(key: str, rules: List[str], enabled: Optional[int], config: dict) -> List[dict]:
     """The broken hop that keeps the tamper check from removing anything, or []: RULES are
     the loaded rules with KEY, ENABLED is `auditctl -s` enabled, CONFIG the plugin config."""
     if enabled == 2:
@@ -285,8 +285,8 @@ def tamper_before(key: str, rules: list[str], enabled: int | None, config: dict)
     return []
 
 
-def maintenance_pause(marker: alert_plugin.Maintenance | None, boot_id: str, uptime: float,
-                      timeout: int, spool_dir: str) -> tuple[float, dict | None]:
+def maintenance_pause(marker: Optional[alert_plugin.Maintenance], boot_id: str, uptime: float,
+                      timeout: int, spool_dir: str) -> Tuple[float, Optional[dict]]:
     """(seconds to wait before removing the rule, so that the plugin does not take the
     removal for the role's own work; or 0 and the broken hop when that is longer than
     TIMEOUT). MARKER: alert_plugin.read_maintenance; BOOT_ID and UPTIME: this boot's id
@@ -304,7 +304,7 @@ def maintenance_pause(marker: alert_plugin.Maintenance | None, boot_id: str, upt
     return pause, None
 
 
-def tamper_logged(removals: list[dict], key: str, search: str) -> dict:
+def tamper_logged(removals: List[dict], key: str, search: str) -> dict:
     if not removals:
         return hop("tamper_logged", False, f"{search} finds no op=remove_rule record for key "
                    f"{key} since the rule was removed; does auditd write its log?")
@@ -312,8 +312,8 @@ def tamper_logged(removals: list[dict], key: str, search: str) -> dict:
                + ", ".join(change["id"] for change in removals))
 
 
-def tamper_plugin(unmarked: list[dict], token: str, suppressed: int, traced: bool,
-                  spool_dir: str, status_error: str | None) -> dict:
+def tamper_plugin(unmarked: List[dict], token: str, suppressed: int, traced: bool,
+                  spool_dir: str, status_error: Optional[str]) -> dict:
     """UNMARKED: tamper mails for our removal without our token; SUPPRESSED: how much
     status.json tamper_suppressed grew; TRACED: the spool, the MTA queue or a delivery
     shows a mail. (A plugin config with [tamper] enabled = no stops tamper_before.)"""
@@ -329,7 +329,7 @@ def tamper_plugin(unmarked: list[dict], token: str, suppressed: int, traced: boo
                "since the rule was removed" + (f"; {status_error}" if status_error else ""))
 
 
-def tamper_after(seen: dict) -> list[dict]:
+def tamper_after(seen: dict) -> List[dict]:
     """The tamper hops after the removal, in chain order, when no tamper mail came, from
     the evidence of TamperCheck.look_after (keys as used below)."""
     key, token = seen["key"], seen["token"]
@@ -360,6 +360,6 @@ def tamper_after(seen: dict) -> list[dict]:
     ]
 
 
-def _number(status: dict | None, name: str) -> int:
+def _number(status: Optional[dict], name: str) -> int:
     value = (status or {}).get(name)
     return value if isinstance(value, int) else 0

@@ -8,13 +8,12 @@ carry the key, put them back at once, and wait for the plugin's tamper mail
 SYSCALL record with its ppid to the CONFIG_CHANGE record (docs/design.md). When the mail
 does not come, the evidence goes to verify_hops.tamper_after, which names the hop."""
 
-from __future__ import annotations
-
 import contextlib
 import os
 import signal
 import time
 import uuid
+from typing import List, Optional, Tuple
 
 from ansible_collections.linux_audit.mail_alert.plugins.module_utils import (
     alert_plugin,
@@ -38,7 +37,7 @@ def signals_held():
     """Hold SIGTERM, SIGINT and SIGHUP while the rules are removed: each is noted and acted
     on (Interrupted) only once the rules are back, so a task cancelled meanwhile does not
     leave the watch removed. (SIGKILL cannot be held: the window is a few auditctl runs.)"""
-    arrived: list[int] = []
+    arrived: List[int] = []
     previous = {number: signal.signal(number, lambda caught, _frame: arrived.append(caught))
                 for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     try:
@@ -59,10 +58,10 @@ class TamperCheck:
         self.mailbox = mailbox
         self.result: dict = {"checked": True}
 
-    def auditctl_run(self, args: list[str]) -> tuple[int, str, str]:
+    def auditctl_run(self, args: List[str]) -> Tuple[int, str, str]:
         return self.module.run_command([self.auditctl, *args], environ_update=C_LOCALE)
 
-    def run(self) -> tuple[list[dict], dict]:
+    def run(self) -> Tuple[List[dict], dict]:
         """(the tamper hops, the `tamper` result)."""
         refused = self.read_rules()
         if refused:
@@ -91,7 +90,7 @@ class TamperCheck:
                 verify_hops.hop("tamper_mailbox", True, f"tamper mail {message['message_id']} "
                                 f"in {self.mailbox}")], self.result
 
-    def read_rules(self) -> list[dict]:
+    def read_rules(self) -> List[dict]:
         """Note the loaded rules with the key in the result; the hop that forbids removing
         them, or []."""
         rc, out, err = self.auditctl_run(["-l", "-k", self.key])
@@ -114,11 +113,11 @@ class TamperCheck:
             time.sleep(pause)  # a deadline on the clock, no event to wait for
         return [broken] if broken else []
 
-    def remove_and_restore(self, rules: list[str]) -> str | None:
+    def remove_and_restore(self, rules: List[str]) -> Optional[str]:
         """Delete each rule, then add back each one deleted, even on an error or a signal.
         Returns why a deletion failed, or None. A rule that cannot be put back, or a signal,
         fails the module once the others are back, naming it."""
-        removed: list[str] = []
+        removed: List[str] = []
         error = interrupted = None
         try:
             with signals_held():
@@ -141,7 +140,7 @@ class TamperCheck:
                                       "were put back", tamper=self.result)
         return error
 
-    def delete(self, rule: str) -> str | None:
+    def delete(self, rule: str) -> Optional[str]:
         """Delete one rule as `auditctl -l` printed it; why that failed, or None."""
         argv = audit_state.deletion_argv(rule)
         if argv is None:
@@ -149,7 +148,7 @@ class TamperCheck:
         rc, _out, err = self.auditctl_run(argv)
         return f"auditctl {' '.join(argv)} failed (rc {rc}): {err.strip()}" if rc != 0 else None
 
-    def wait_for_mail(self, started: float, token: str) -> dict | None:
+    def wait_for_mail(self, started: float, token: str) -> Optional[dict]:
         """The tamper mail with our token in the mailbox, or None at the timeout."""
         deadline = started + self.module.params["timeout"]
         watch = mail_store.MailboxWatch(self.mailbox, alert_plugin.TAMPER_KEY)

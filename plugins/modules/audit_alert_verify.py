@@ -4,8 +4,6 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-from __future__ import annotations
-
 DOCUMENTATION = r"""
 ---
 module: audit_alert_verify
@@ -31,7 +29,16 @@ description:
     mail for the removed rules (see O(tamper)).
   - Needs root on the target (C(become=true)), to query the kernel audit state and to
     write into the plugin's spool.
-version_added: 0.1.0
+version_added: 1.0.0
+requirements:
+  - C(auditctl) and C(ausearch) on the target (package C(auditd) on Debian and Ubuntu,
+    C(audit) on RHEL and Fedora), with auditd running.
+  - The audisp-mailalert plugin deployed and registered with auditd (the role
+    C(linux_audit.mail_alert.audit_mail_alert) does both).
+  - C(setpriv) (util-linux) when O(run_as) is set.
+  - C(mailq) of the MTA, optional; without it the C(mta_queue) hop reports that there is
+    no mailq to ask.
+  - Root on the target (C(become=true)).
 author:
   - Audit mail alert developers (@linux-audit)
 extends_documentation_fragment:
@@ -298,6 +305,7 @@ import pwd
 import re
 import time
 import uuid
+from typing import List, Optional, Tuple
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.linux_audit.mail_alert.plugins.module_utils import (
@@ -323,7 +331,7 @@ class Verification:
         self.params = module.params
         self.key = module.params["key"]
         self.mailbox = module.params["mailbox"]
-        self.hops: list[dict] = []
+        self.hops: List[dict] = []
         self.result: dict = {"changed": False}
         self.validate()
         self.auditctl = module.get_bin_path("auditctl")
@@ -357,7 +365,7 @@ class Verification:
             self.module.fail_json(msg="audit_alert_verify needs root (become: true) to query "
                                       "the kernel audit state and write the plugin's spool")
 
-    def command_argv(self) -> list[str]:
+    def command_argv(self) -> List[str]:
         """The argument list to run: the program resolved to a path, setpriv for run_as."""
         command = list(self.params["command"])
         program = command[0]
@@ -380,7 +388,7 @@ class Verification:
 
     # -- the evidence before the command runs -------------------------------------------
 
-    def auditctl_output(self, option: str) -> tuple[str | None, str]:
+    def auditctl_output(self, option: str) -> Tuple[Optional[str], str]:
         """(stdout of `auditctl OPTION`, or None and the reason why not)."""
         if not self.auditctl:
             return None, "auditctl is not installed"
@@ -473,7 +481,7 @@ class Verification:
         self.result["token"] = token
         return request
 
-    def find_events(self, started: float) -> list[dict]:
+    def find_events(self, started: float) -> List[dict]:
         """Events with our key whose parent is this process, since just before STARTED."""
         ausearch = self.module.get_bin_path("ausearch", required=True)
         argv = [ausearch, "--input-logs", "-k", self.key, "-pp", str(os.getpid()),
@@ -484,11 +492,11 @@ class Verification:
         return [event for event in audit_state.parse_raw_events(out)
                 if event.get("ppid") == os.getpid() and event["time"] >= int(started) - 1]
 
-    def wait_for_alert(self, started: float, token: str | None) -> tuple[list[dict], dict | None]:
+    def wait_for_alert(self, started: float, token: Optional[str]) -> Tuple[List[dict], Optional[dict]]:
         """Poll the audit log (for our event) and the mailbox (for its alert) until the
         alert is there or the timeout passed. Returns (events, alert or None)."""
         deadline = started + self.params["timeout"]
-        events: list[dict] = []
+        events: List[dict] = []
         watch = mail_store.MailboxWatch(self.mailbox, self.key)
         next_search, search_pause = 0.0, 0.05
         while True:
@@ -517,7 +525,7 @@ class Verification:
                 "mail_queue": mail_store.mail_queue(self.module),
                 "mailbox": mail_store.mailbox_state(self.mailbox)}
 
-    def look_after(self, started: float, token: str | None, events: list[dict],
+    def look_after(self, started: float, token: Optional[str], events: List[dict],
                    before: dict) -> dict:
         """What verify_hops.after_command judges: what each part after the command holds
         now, next to the snapshot BEFORE."""

@@ -4,8 +4,6 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-from __future__ import annotations
-
 DOCUMENTATION = r"""
 ---
 module: audit_mail_alert_info
@@ -17,7 +15,11 @@ description:
     C(/proc)), and the plugin's C(status.json).
   - Needs root on the target (C(become=true)) for C(auditctl); without it the audit part
     holds the error instead of the state.
-version_added: 0.1.0
+version_added: 1.0.0
+requirements:
+  - C(auditctl) on the target (package C(auditd) on Debian and Ubuntu, C(audit) on RHEL
+    and Fedora), for the audit part; without it that part holds the error.
+  - Root on the target (C(become=true)).
 author:
   - Audit mail alert developers (@linux-audit)
 extends_documentation_fragment:
@@ -177,6 +179,7 @@ audit_mail_alert:
 """
 
 import os
+from typing import Optional
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.linux_audit.mail_alert.plugins.module_utils import (
@@ -219,7 +222,7 @@ def audit_info(module: AnsibleModule) -> dict:
     return info
 
 
-def plugin_info(located: dict, auditd_pid: int | None) -> dict:
+def plugin_info(located: dict, auditd_pid: Optional[int]) -> dict:
     """The plugin's plugins.d file, configuration and processes (LOCATED: alert_plugin.locate)."""
     conf, config = located["conf"], located["config"]
     processes = audit_state.find_processes(conf["path"]) if conf["path"] else []

@@ -3,8 +3,6 @@
 # Copyright (c) audit mail alert developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-# Python 3.6 (RHEL 8 targets) has no X | None in annotations: typing's names.
-# ruff: noqa: UP045
 
 DOCUMENTATION = r"""
 ---
@@ -40,7 +38,11 @@ description:
     loads, auditd restarts and reloads, and the removal of the plugin. docs/role.md says
     why the user being watched cannot forge the marker.
   - Needs root on the target (C(become=true)) and C(/proc).
-version_added: 0.1.0
+version_added: 1.0.0
+requirements:
+  - The plugin's spool directory on the target, owned by root (the role
+    C(linux_audit.mail_alert.audit_mail_alert) creates it).
+  - Root on the target (C(become=true)), and C(/proc) (the boot id and the time since boot).
 author:
   - Audit mail alert developers (@linux-audit)
 extends_documentation_fragment:

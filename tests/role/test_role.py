@@ -81,7 +81,9 @@ class Run:
     __repr__ = __str__
 
 
-def playbook(name, *args, collections=BUILD):
+def playbook(name, *args, collections=BUILD, bin_dir=None):
+    """Run ansible-playbook (the one in bin_dir, else the one on PATH) on this host, with
+    the collections in collections."""
     env = dict(
         os.environ,
         ANSIBLE_COLLECTIONS_PATH=str(collections),
@@ -90,7 +92,8 @@ def playbook(name, *args, collections=BUILD):
         ANSIBLE_DISPLAY_SKIPPED_HOSTS="false",
         ANSIBLE_RETRY_FILES_ENABLED="false",
     )
-    cmd = ["ansible-playbook", "-i", str(HERE / "inventory.yml"), str(HERE / name), *args]
+    program = os.path.join(bin_dir, "ansible-playbook") if bin_dir else "ansible-playbook"
+    cmd = [program, "-i", str(HERE / "inventory.yml"), str(HERE / name), *args]
     print(f"==> {' '.join(cmd[1:])}", flush=True)
     started = time.monotonic()
     proc = subprocess.run(cmd, env=env, cwd=HERE, stdout=subprocess.PIPE,

@@ -1,11 +1,15 @@
 """Check what `ansible-galaxy collection build` put into the artifact: the collection a user
-installs (modules, role, plugin, SELinux sources, playbooks, the example inventory, docs)
-and nothing of the development tree (tests, lab, caches such as ansible-lint's .ansible/);
-and that it holds the files meta/execution-environment.yml names for ansible-builder.
+installs (modules, role, plugin, SELinux sources, playbooks, the example inventory, docs,
+the licence and the changelog) and of the tests only ansible-test's config and ignore files that
+ansible-test needs to pass on the artifact; nothing else of the development tree (the
+other tests, lab, caches such as ansible-lint's .ansible/ or antsibull-changelog's
+.plugin-cache.yaml); and that it holds the files meta/execution-environment.yml names
+for ansible-builder.
 
     python tests/tools/check_artifact.py ARTIFACT.tar.gz
 """
 
+import re
 import sys
 import tarfile
 
@@ -13,8 +17,14 @@ import yaml
 
 # The top-level entries a user needs; anything else in the artifact is a leak.
 EXPECTED = {
-    "FILES.json", "MANIFEST.json", "README.md", "changelogs", "docs", "files", "inventory",
-    "meta", "playbooks", "plugins", "roles", "selinux",
+    "CHANGELOG.rst", "COPYING", "FILES.json", "MANIFEST.json", "README.md", "changelogs",
+    "docs", "files", "inventory", "meta", "playbooks", "plugins", "roles", "selinux", "tests",
+}
+# Of tests/, only ansible-test's config and ignore files (Galaxy and Automation Hub run its sanity
+# tests on the artifact); of changelogs/, only what antsibull-changelog keeps for users.
+ALLOWED_UNDER = {
+    "tests": re.compile(r"tests/config\.yml|tests/sanity/ignore-2\.\d+\.txt"),
+    "changelogs": re.compile(r"changelogs/(changelog\.yaml|config\.yaml|fragments/([\w.-]+\.ya?ml|\.keep))"),
 }
 # ansible-builder reads this file in the installed collection and opens the files it names:
 # all of them must be in the artifact (tests/unit/meta/test_execution_environment.py checks
@@ -41,6 +51,8 @@ def main(path: str) -> int:
     for entry in sorted(top):
         print(f"{entry}: {len(top[entry])} files")
     unexpected = sorted(set(top) - EXPECTED)
+    unexpected += sorted(name for entry, pattern in ALLOWED_UNDER.items()
+                         for name in top.get(entry, []) if not pattern.fullmatch(name))
     missing = sorted(EXPECTED - set(top))
     if unexpected or missing:
         print(f"check_artifact: {path}: unexpected {unexpected}, missing {missing}", file=sys.stderr)
