@@ -2,7 +2,6 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 # Python 3.6 (RHEL 8 targets) has no list[str] or X | None in annotations: typing's names.
-# ruff: noqa: UP006, UP035, UP045
 """Read the configuration and state of the audisp-mailalert plugin (docs/design.md).
 
 - the auditd plugins.d file that starts it (key = value lines),
