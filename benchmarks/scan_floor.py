@@ -13,10 +13,12 @@ from pathlib import Path
 # The plugin's start-up is part of the floor: its package, imported as the program does.
 sys.dont_write_bytecode = True
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "files"))
-import mailalert.cli  # noqa: F401
+import mailalert.cli
 from mailalert.config import Rule
 from mailalert.plugin import READ_SIZE
 from mailalert.sifter import ALWAYS_CANDIDATE_NEEDLES, key_pattern
+
+del mailalert  # imported for its start-up only
 
 pattern = key_pattern([Rule("floor", sys.argv[1:], [], 10, 300)])
 hits = 0

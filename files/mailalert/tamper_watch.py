@@ -260,10 +260,10 @@ class TamperWatch:
         if not self.under_auditd or not previous.get("running") or previous.get("auditd_ended") \
                 or previous.get("pid") == os.getpid():
             return
-        self._report(Tamper("plugin-killed", "the alert plugin before this one was killed",
-                            [(f"the alert plugin (pid {previous.get('pid')}) ended without a word "
-                             "(killed with SIGKILL, or it crashed): until auditd started this one, "
-                             "no alerts were mailed")], "unknown (a SIGKILL names no sender)", time.time()))
+        what = (f"the alert plugin (pid {previous.get('pid')}) ended without a word (killed with "
+                "SIGKILL, or it crashed): until auditd started this one, no alerts were mailed")
+        self._report(Tamper("plugin-killed", "the alert plugin before this one was killed", [what],
+                            "unknown (a SIGKILL names no sender)", time.time()))
 
     def at_exit(self, stop: Optional[tuple], when: float) -> None:
         """The plugin ends: stop is (pid, uid) of the SIGTERM's sender, or None at EOF. Only

@@ -31,7 +31,7 @@ def auditctl_status() -> dict[str, int]:
     """`auditctl -s` as numbers (its last line, loginuid_immutable, is left out)."""
     status = {}
     for line in auditctl("-s").splitlines():
-        name, _, value = line.partition(" ")
+        name, _space, value = line.partition(" ")
         if value.isdigit():
             status[name] = int(value)
     return status

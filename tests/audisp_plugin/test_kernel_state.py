@@ -46,7 +46,7 @@ EXECVE_TEXT = "-a always,exit -F arch=b64 -S execve -F auid>=1000 -F auid!=-1 -F
 DEPLOYED_RULES = [PASSWD, TMPDIR, EXECVE, OTHER, NO_ROOT, NO_CWD]
 
 
-def state(rules: list = DEPLOYED_RULES, **status: int) -> ks.KernelState:
+def state(rules: tuple = tuple(DEPLOYED_RULES), **status: int) -> ks.KernelState:
     return ks.KernelState(dict(STATUS, **status), rules)
 
 
