@@ -332,7 +332,7 @@ def test_drifted_files_are_put_back(host):
     assert run.rc == 0, run
     assert package_problems() == []
     assert {
-        "Plugin | Install the package's modules",
+        "Plugin | Unpack the modules on the target",
         "Plugin | Remove what the package no longer holds",
         "Plugin | Compile the package",
         "Plugin | Install the plugin program",
