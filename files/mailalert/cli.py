@@ -63,7 +63,7 @@ def record_deployed_state(config: Config, log: Log) -> int:
         spool.prepare()
         netlink = AuditNetlink()
         try:
-            state = record_state(spool, netlink, by_the_role=True)
+            state = record_state(spool, netlink)
         finally:
             netlink.close()
     except OSError as err:

@@ -21,7 +21,6 @@ MAX_MESSAGE_BYTES = 4 << 20  # a queue file larger than any alert or digest can 
 SPOOL_MAX_FILES = 10000  # alerts waiting in queue/ (an MTA down for long)...
 SPOOL_MAX_BYTES = 256 << 20  # ...and their bytes; beyond either, an alert is held in memory
 MAINTENANCE_MAX = 900  # seconds: the longest window a marker can hold open
-SELINUX_XATTR = "security.selinux"
 MAX_DEPLOYED_BYTES = 16 << 20  # deployed.json: 10,000 rules of the longest kind fit  # seconds: the longest window the role's marker can open
 
 
@@ -59,20 +58,13 @@ def sync_dir(path: str) -> None:
         os.close(fd)
 
 
-def write_whole(temporary: str, path: str, data: bytes, mode: int, durable: bool,
-                label: Optional[bytes] = None) -> None:
+def write_whole(temporary: str, path: str, data: bytes, mode: int, durable: bool) -> None:
     """Write path whole or not at all: into temporary (created new, so never through a
-    planted link), synced first when durable, then renamed over path. label: an SELinux
-    context to give it (best effort: without the right to relabel it keeps its own)."""
+    planted link), synced first when durable, then renamed over path."""
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-            if label:
-                try:
-                    os.setxattr(handle.fileno(), SELINUX_XATTR, label)
-                except OSError:
-                    pass
             if durable:
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -288,23 +280,14 @@ class Spool:
         None when there is none or it is not a root-only regular file."""
         return self._read_root_file(self.deployed_path, MAX_DEPLOYED_BYTES, log, "deployed state")
 
-    def write_deployed(self, data: bytes, label_as_dir: bool = False) -> None:
-        """Write deployed.json whole (root-only), synced: it outlives a crash. label_as_dir
-        (--record-state, run by the role): with the spool directory's SELinux context, which
-        is the one the policy gives its files, so that the role's restorecon finds nothing
-        to change (the file would carry the context of whoever ran it)."""
+    def write_deployed(self, data: bytes) -> None:
+        """Write deployed.json whole (root-only), synced: it outlives a crash."""
         temporary = self.deployed_path + ".tmp"
         try:
             os.unlink(temporary)  # a write that a crash cut short
         except FileNotFoundError:
             pass
-        label = None
-        if label_as_dir:
-            try:
-                label = os.getxattr(self.dir, SELINUX_XATTR)
-            except OSError:  # no SELinux here
-                label = None
-        write_whole(temporary, self.deployed_path, data, 0o600, durable=True, label=label)
+        write_whole(temporary, self.deployed_path, data, 0o600, durable=True)
         sync_dir(self.dir)
 
     @staticmethod

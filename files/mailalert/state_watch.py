@@ -33,11 +33,11 @@ def read_kernel(netlink: AuditNetlink) -> KernelState:
     return KernelState.from_kernel(netlink.status(), netlink.rules())
 
 
-def record_state(spool: Spool, netlink: AuditNetlink, by_the_role: bool = False) -> KernelState:
-    """The kernel's state now becomes the deployed state (--record-state: by_the_role)."""
+def record_state(spool: Spool, netlink: AuditNetlink) -> KernelState:
+    """The kernel's state now becomes the deployed state (--record-state, or at start)."""
     state = read_kernel(netlink)
     spool.write_deployed(json.dumps({"recorded": time.time(), "state": state.to_json()},
-                                    sort_keys=True).encode(), label_as_dir=by_the_role)
+                                    sort_keys=True).encode())
     return state
 
 
