@@ -13,7 +13,7 @@ does not do (auditing disabled, events lost, the lost counter reset)."""
 
 import os
 import time
-from typing import List, Optional
+from typing import List, Optional, Set
 
 from .audit_netlink import AuditNetlink
 from .config import HOSTNAME, Rule
@@ -21,7 +21,7 @@ from .events import RECORDS_MAX, read_records, timestamp
 from .kernel_state import Finding
 from .log import Log
 from .spool import Spool, boot_id, uptime
-from .state_watch import ROLE_KINDS, STATE_POLL, StateWatch
+from .state_watch import STATE_POLL, StateWatch
 from .status import Status
 from .tamper import BURST_QUIET, RemovalBurst, Tamper, classify, sender_description
 
@@ -32,6 +32,7 @@ SAME_CHANGE = {"rules-removed": ("rules-removed", "rule-changed"), "audit-disabl
                "audit-setting": ("audit-setting",), "lost-reset": ("lost-reset",),
                "rule-excluding": ("rule-excluding",)}
 NEVER_THE_ROLE = ("audit-disabled", "events-lost", "lost-reset")
+COUNTER_KINDS = ("events-lost", "lost-reset")  # from read to read: they cannot wait a read
 # When one read of the state finds several changes (auditctl run twice in a row), they are
 # one incident and one mail, under the kind that weighs most.
 WEIGHT = ("audit-disabled", "rule-excluding", "rules-removed", "rule-changed", "audit-setting",
@@ -118,6 +119,7 @@ class TamperWatch:
         self.state = None  # type: Optional[StateWatch]
         self.next_poll = 0.0  # monotonic: the next read of the kernel's state
         self.check_soon = None  # type: Optional[float]  # ...sooner, after a change record
+        self.waited: Set[Finding] = set()  # findings held one read for their records
 
     def start(self, rules: List[Rule]) -> None:
         """Under auditd: the first read of the kernel's state (the deployed one)."""
@@ -203,9 +205,9 @@ class TamperWatch:
         settled = self.check_soon is not None and now >= self.check_soon and self.burst is None
         if self.state is not None and (force or settled or now >= self.next_poll):
             self.next_poll, self.check_soon = now + STATE_POLL, None
-            self._check_state()
+            self._check_state(last=force)
 
-    def _check_state(self) -> None:
+    def _check_state(self, last: bool = False) -> None:
         """The state's findings, each with the record findings that tell of the same change;
         a record finding that the state does not show (undone already, or the role's work
         held back) is judged on its own."""
@@ -218,6 +220,8 @@ class TamperWatch:
             for record in pending:
                 self._report(record)
             return
+        if not last:  # at exit there is no later read to wait for
+            found = self._wait_for_records(found, pending)
         incident = []
         for finding in found:
             behind = [r for r in pending if finding.kind in SAME_CHANGE.get(r.kind, ())]
@@ -225,11 +229,24 @@ class TamperWatch:
             incident.append(merged(finding, behind, self.state.last.status))
         if incident:
             self._report(one_incident(incident))
-        shown = {finding.kind for finding in self.state.current}
+        shown = {finding.kind for finding in self.state.current + found}
         for record in pending:
-            if record.kind in ROLE_KINDS and shown.intersection(SAME_CHANGE[record.kind]):
+            if shown.intersection(SAME_CHANGE[record.kind]):
                 continue  # the state shows it: reported, or held back for the role's window
             self._report(record)
+
+    def _wait_for_records(self, found: List[Finding], pending: List[Tamper]) -> List[Finding]:
+        """A change the state shows before its record came is judged once more a moment
+        later, so that the record's account (who did it) joins it: the records may only be
+        on their way. A change whose records are excluded is reported at that next read."""
+        fresh = [f for f in found if f.kind not in COUNTER_KINDS]
+        if not fresh or pending or set(fresh) <= self.waited:
+            self.waited = set()
+            return found
+        self.waited = set(fresh)
+        self.state.reported -= self.waited  # fresh again at the next read
+        self.check_soon = time.monotonic() + BURST_QUIET
+        return [f for f in found if f.kind in COUNTER_KINDS]
 
     def window_open(self) -> bool:
         """Whether the role's maintenance marker holds now (Spool.maintenance)."""
