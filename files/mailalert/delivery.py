@@ -19,7 +19,7 @@ from .spool import Spool
 from .status import Status
 from .transports import DeliveryError
 from .transports.sendmail import send_sendmail
-from .transports.smtp import send_smtp
+from .transports.smtp import SESSION_FACTOR, send_smtp
 
 QUEUE_SIZE = 1000  # names handed to the delivery worker; beyond that it re-scans the spool
 SHUTDOWN_DELIVERY = 10  # seconds (at least [mail] timeout) to deliver the queue at exit
@@ -298,8 +298,10 @@ class Outbox:
 
     def close(self, timeout: int) -> None:
         """At exit: the worker gets a last chance to deliver (at least SHUTDOWN_DELIVERY
-        seconds); what it cannot stays in the spool for the next start."""
+        seconds); what it cannot stays in the spool for the next start. An attempt begun
+        just before the budget ends may take its own bound (an SMTP session SESSION_FACTOR
+        times timeout)."""
         if self.deliverer:
             budget = max(timeout, SHUTDOWN_DELIVERY)
             self.deliverer.stop(time.monotonic() + budget)
-            self.deliverer.join(budget + timeout + 1)
+            self.deliverer.join(budget + SESSION_FACTOR * timeout + 1)

@@ -80,8 +80,11 @@ CARRY_MAX = 256 << 10  # bytes of an unfinished event at the end of a chunk kept
 RULE_LOAD_RE = re.compile(rb"(?:node=[^ \n]+ )?type=CONFIG_CHANGE msg=audit\([0-9.:]+\):[^\n\x1d]*? op=add_rule "
                           rb"(?![^\n\x1d]*? list=5 )")
 CHANGE_RECORD = b"type=CONFIG_CHANGE "
-# One record's head as auparse reads it: [node=N ]type=T msg=audit(SEC.MILLI:SERIAL):
-RECORD_HEAD_RE = re.compile(rb"(?:node=([^ \n]+) )?type=([^ \n]+) msg=audit\(([0-9]+)\.([0-9]+):([0-9]+)\):")
+# One record's head as auparse reads it: [node=N ]type=T msg=audit(SEC.MILLI:SERIAL). The
+# kernel writes `): ` after it; auparse reads the stamp up to the `)` and ignores what
+# follows in that word, so a record without the colon (a saved or forged log) is one of
+# its event all the same, and its key is read: it must be grouped and marked like any.
+RECORD_HEAD_RE = re.compile(rb"(?:node=([^ \n]+) )?type=([^ \n]+) msg=audit\(([0-9]+)\.([0-9]+):([0-9]+)\)")
 
 
 def _alternation(words) -> bytes:
