@@ -10,43 +10,56 @@ names for ids as auparse interprets them; nothing here reads the system."""
 
 import fnmatch
 import posixpath
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from .config import GLOB_FIELDS, HOSTNAME, Condition, Rule
 from .events import Record
 
-# Where an event's subject is told: the kernel's SYSCALL record, else the first record
-# that has the field (a user-space event, USER_* or a daemon's record, has one record).
-SUBJECT_FIELDS = ("auid", "uid", "euid", "gid", "exe", "comm", "syscall", "tty")
 UNSET_IDS = ("4294967295", "-1")  # an auid never set ((unsigned) -1): auparse says "unset"
 SUCCESS = {"yes": "yes", "no": "no", "success": "yes", "failed": "no", "1": "yes", "0": "no"}
+# The audit fields each condition field is read from.
+AUDIT_FIELDS = {"success": ("success", "res"), "path": ("name", "cwd")}
 
 
-def event_values(records: List[Record]) -> Dict[str, List[str]]:
-    """Each condition field's values in this event: as auparse interprets them (names for
-    ids, text for hex) and, where that differs, the raw value (an id as a number)."""
+def audit_fields(rules: List[Rule]) -> List[str]:
+    """The audit fields that the rules' conditions need read from an event."""
+    names = []  # type: List[str]
+    for rule in rules:
+        for condition in ([rule.match] if rule.match is not None else []) + rule.ignore:
+            for field, _values in condition.fields:
+                names += [n for n in AUDIT_FIELDS.get(field, (field,)) if n not in names]
+    return names
+
+
+def record_fields(records: List[Record], names: List[str]) -> Dict[str, List[Tuple[str, str, str]]]:
+    """What events.find_fields reads from auparse, from records already read (tamper)."""
+    return {name: [(r.type, r.raw[name], r.shown.get(name, "")) for r in records if name in r.raw]
+            for name in names}
+
+
+def event_values(found: Dict[str, List[Tuple[str, str, str]]]) -> Dict[str, List[str]]:
+    """Each condition field's values in this event, from the audit fields found (record
+    type, raw, interpreted; events.find_fields): as auparse interprets them (names for ids,
+    text for hex) and, where that differs, the raw number. A subject field is the SYSCALL
+    record's, else the first record's that has it (a user-space event has one record)."""
     values = {}  # type: Dict[str, List[str]]
-    ordered = [r for r in records if r.type == "SYSCALL"] + [r for r in records if r.type != "SYSCALL"]
-    for name in SUBJECT_FIELDS:
-        source = next((r for r in ordered if name in r.raw), None)
-        if source is None:
+    for name, occurrences in found.items():
+        if not occurrences or name in ("success", "res", "name", "cwd", "node"):
             continue
-        raw, shown = source.raw[name], source.shown.get(name, "")
-        found = [shown] if shown else []
+        _type, raw, shown = next((o for o in occurrences if o[0] == "SYSCALL"), occurrences[0])
+        values[name] = [shown] if shown else []
         if raw and raw != shown and raw.isdigit():
-            found.append(raw)
-        if name == "auid" and raw in UNSET_IDS and "unset" not in found:
-            found.append("unset")
-        values[name] = found
-    result = next((r.raw.get(name) for r in ordered for name in ("success", "res") if name in r.raw), None)
+            values[name].append(raw)
+        if name == "auid" and raw in UNSET_IDS and "unset" not in values[name]:
+            values[name].append("unset")
+    result = (found.get("success") or found.get("res") or [None])[0]
     if result is not None:
-        values["success"] = [SUCCESS.get(result.strip("'\""), result)]
-    values["node"] = [next((r.raw["node"] for r in records if "node" in r.raw), HOSTNAME)]
-    cwd = next((r.shown.get("cwd", "") for r in records if r.type == "CWD"), "")
+        values["success"] = [SUCCESS.get(result[1].strip("'\""), result[1])]
+    values["node"] = [(found.get("node") or [("", HOSTNAME, "")])[0][1] or HOSTNAME]
+    cwd = next((shown for kind, _raw, shown in found.get("cwd", []) if kind == "CWD"), "")
     paths = []  # type: List[str]
-    for record in records:
-        name = record.shown.get("name", "") if record.type == "PATH" else ""
-        if name and name != "(null)":
+    for kind, _raw, name in found.get("name", []):
+        if kind == "PATH" and name and name != "(null)":
             paths.append(name)
             if not name.startswith("/") and cwd.startswith("/"):  # relative to the process's cwd
                 paths.append(posixpath.normpath(posixpath.join(cwd, name)))

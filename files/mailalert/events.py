@@ -253,3 +253,22 @@ def rule_loads_only(au) -> bool:
                 return False
         if not au.next_record():
             return True
+
+
+def find_fields(au, names) -> dict:
+    """Each occurrence of the named fields in the current event, in record order, as
+    (record type, raw value, value as auparse interprets it): auparse searches the records
+    (find_field), so only the fields asked for are read (rule conditions, conditions.py)."""
+    found = {}  # type: dict
+    for name in names:
+        occurrences = found[name] = []
+        au.first_record()
+        located = _find(au, name)
+        while located:
+            try:
+                record_type = au.get_type_name() or ""
+            except LookupError:
+                record_type = ""
+            occurrences.append((record_type, _field_str(au), _field_value(au)))
+            located = _find(au)
+    return found

@@ -12,7 +12,13 @@ from collections import OrderedDict
 from typing import List, Optional, Tuple
 
 from .compose import compose_alert, compose_digest, compose_tamper
-from .conditions import event_values, has_conditions, left_out
+from .conditions import (
+    audit_fields,
+    event_values,
+    has_conditions,
+    left_out,
+    record_fields,
+)
 from .config import Config, ConfigError, Rule, load_config
 from .delivery import Outbox
 from .events import (
@@ -20,8 +26,8 @@ from .events import (
     Record,
     auparse,
     event_keys,
+    find_fields,
     read_event,
-    read_records,
     rule_loads_only,
     timestamp,
 )
@@ -213,8 +219,9 @@ class Plugin:
             key = next((k for k in rule.keys if k in keys), None)
             if key is not None:
                 matches.append((rule, key))
-        if any(has_conditions(rule) for rule, _key in matches):
-            values = event_values(read_records(au))
+        conditional = [rule for rule, _key in matches if has_conditions(rule)]
+        if conditional:  # only the fields the conditions name, searched by auparse
+            values = event_values(find_fields(au, set(audit_fields(conditional) + ["node"])))
             matches = [(rule, key) for rule, key in matches if not self.left_out(rule, key, values, au)]
         if not matches:
             return
@@ -241,7 +248,7 @@ class Plugin:
         rule = self.config.tamper
         if rule is None or not rule.ignore:
             return None
-        return left_out(rule, event_values(records))
+        return left_out(rule, event_values(record_fields(records, audit_fields([rule]) + ["node"])))
 
     def count_ignored(self, name: str) -> None:
         with self.status.lock:
