@@ -10,25 +10,54 @@ names for ids as auparse interprets them; nothing here reads the system."""
 
 import fnmatch
 import posixpath
+import weakref
 from typing import Dict, List, Optional, Tuple
 
 from .config import GLOB_FIELDS, HOSTNAME, Condition, Rule
-from .events import Record
+from .events import Record, find_fields
 
 UNSET_IDS = ("4294967295", "-1")  # an auid never set ((unsigned) -1): auparse says "unset"
 SUCCESS = {"yes": "yes", "no": "no", "success": "yes", "failed": "no", "1": "yes", "0": "no"}
 # The audit fields each condition field is read from.
 AUDIT_FIELDS = {"success": ("success", "res"), "path": ("name", "cwd")}
+EVERY_FIELD = ("name",)  # read in every record (each PATH); of the others, the first one
+PLAIN_FIELDS = ("success", "res", "tty", "node")  # auparse shows them as they are
+_RULE_FIELDS = weakref.WeakKeyDictionary()  # type: weakref.WeakKeyDictionary  # rule -> audit fields
 
 
 def audit_fields(rules: List[Rule]) -> List[str]:
-    """The audit fields that the rules' conditions need read from an event."""
+    """The audit fields that the rules' conditions need read from an event (worked out once
+    per rule: a reload makes new rules)."""
+    if len(rules) != 1:
+        return _audit_fields(rules)
+    names = _RULE_FIELDS.get(rules[0])
+    if names is None:
+        names = _RULE_FIELDS[rules[0]] = _audit_fields(rules)
+    return names
+
+
+def _audit_fields(rules: List[Rule]) -> List[str]:
     names = []  # type: List[str]
     for rule in rules:
         for condition in ([rule.match] if rule.match is not None else []) + rule.ignore:
             for field, _values in condition.fields:
                 names += [n for n in AUDIT_FIELDS.get(field, (field,)) if n not in names]
     return names
+
+
+def read_values(au, rules: List[Rule]) -> Dict[str, List[str]]:
+    """The values of the event auparse holds that the rules' conditions name (and node, for
+    --print's account): only those fields are read; res only where success is missing."""
+    names = [n for n in audit_fields(rules) if n != "res"]
+    found = find_fields(au, names + ([] if "node" in names else ["node"]), EVERY_FIELD, PLAIN_FIELDS)
+    if "success" in names and not found["success"]:
+        found.update(find_fields(au, ["res"], (), PLAIN_FIELDS))
+    return event_values(found)
+
+
+def record_values(records: List[Record], rules: List[Rule]) -> Dict[str, List[str]]:
+    """The same from records already read (the tamper rule's: TamperWatch reads them all)."""
+    return event_values(record_fields(records, audit_fields(rules) + ["node"]))
 
 
 def record_fields(records: List[Record], names: List[str]) -> Dict[str, List[Tuple[str, str, str]]]:
@@ -41,7 +70,8 @@ def event_values(found: Dict[str, List[Tuple[str, str, str]]]) -> Dict[str, List
     """Each condition field's values in this event, from the audit fields found (record
     type, raw, interpreted; events.find_fields): as auparse interprets them (names for ids,
     text for hex) and, where that differs, the raw number. A subject field is the SYSCALL
-    record's, else the first record's that has it (a user-space event has one record)."""
+    record's (the first record of a kernel event), else the first record's that has it (a
+    user-space event has one record)."""
     values = {}  # type: Dict[str, List[str]]
     for name, occurrences in found.items():
         if not occurrences or name in ("success", "res", "name", "cwd", "node"):

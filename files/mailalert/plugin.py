@@ -12,13 +12,7 @@ from collections import OrderedDict
 from typing import List, Optional, Tuple
 
 from .compose import compose_alert, compose_digest, compose_tamper
-from .conditions import (
-    audit_fields,
-    event_values,
-    has_conditions,
-    left_out,
-    record_fields,
-)
+from .conditions import has_conditions, left_out, read_values, record_values
 from .config import Config, ConfigError, Rule, load_config
 from .delivery import Outbox
 from .events import (
@@ -26,7 +20,6 @@ from .events import (
     Record,
     auparse,
     event_keys,
-    find_fields,
     read_event,
     rule_loads_only,
     timestamp,
@@ -221,7 +214,7 @@ class Plugin:
                 matches.append((rule, key))
         conditional = [rule for rule, _key in matches if has_conditions(rule)]
         if conditional:  # only the fields the conditions name, searched by auparse
-            values = event_values(find_fields(au, set(audit_fields(conditional) + ["node"])))
+            values = read_values(au, conditional)
             matches = [(rule, key) for rule, key in matches if not self.left_out(rule, key, values, au)]
         if not matches:
             return
@@ -248,7 +241,7 @@ class Plugin:
         rule = self.config.tamper
         if rule is None or not rule.ignore:
             return None
-        return left_out(rule, event_values(record_fields(records, audit_fields([rule]) + ["node"])))
+        return left_out(rule, record_values(records, [rule]))
 
     def count_ignored(self, name: str) -> None:
         with self.status.lock:

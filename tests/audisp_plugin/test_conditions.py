@@ -18,7 +18,14 @@ from conftest import (
     run_plugin,
     write_config,
 )
-from mailalert.conditions import AUDIT_FIELDS, event_values, left_out, record_fields
+from mailalert.conditions import (
+    AUDIT_FIELDS,
+    EVERY_FIELD,
+    PLAIN_FIELDS,
+    event_values,
+    left_out,
+    record_fields,
+)
 from mailalert.config import CONDITION_FIELDS, Rule, Section
 from mailalert.events import find_fields, read_records
 
@@ -40,7 +47,7 @@ def captured_values():
         records = read_records(au)
         syscall = next((r for r in records if r.type == "SYSCALL"), None)
         if syscall is not None and syscall.shown.get("comm") != "auditctl":
-            values = event_values(find_fields(au, ALL_FIELDS))
+            values = event_values(find_fields(au, ALL_FIELDS, EVERY_FIELD, PLAIN_FIELDS))
             assert values == event_values(record_fields(records, ALL_FIELDS))
             found.append((au.get_timestamp().serial, values))
     return found
@@ -222,15 +229,15 @@ def test_left_out_events_are_counted_and_take_no_place_in_the_rate_limit(tmp_pat
 
 def test_conditions_cost_nothing_to_events_of_other_keys(tmp_path, monkeypatch):
     """Only an event whose key matched a rule with conditions is read for them."""
-    import mailalert.plugin as plugin_module
     from mailalert.config import load_config
     from mailalert.log import Log
     from mailalert.plugin import Plugin
 
     calls = []
-    original = plugin_module.find_fields
-    monkeypatch.setattr(plugin_module, "find_fields",
-                        lambda au, names: calls.append(sorted(names)) or original(au, names))
+    import mailalert.conditions as conditions_module
+    original = conditions_module.find_fields
+    monkeypatch.setattr(conditions_module, "find_fields",
+                        lambda au, names, *rest: calls.append(sorted(names)) or original(au, names, *rest))
     path = write_config(tmp_path, MANY + f'[spool]\ndir = {tmp_path}/spool\n[rule r]\nkeys = {KEY}\n'
                         'ignore = [{"auid": "unset"}]\n[rule other]\nkeys = amx-flood\n')
     plugin = Plugin(load_config(str(path), [], True), Log(), True, [])
