@@ -45,11 +45,13 @@ def _audit_fields(rules: List[Rule]) -> List[str]:
     return names
 
 
-def read_values(au, rules: List[Rule]) -> Dict[str, List[str]]:
-    """The values of the event auparse holds that the rules' conditions name (and node, for
-    --print's account): only those fields are read; res only where success is missing."""
+def read_values(au, rules: List[Rule], node: bool = False) -> Dict[str, List[str]]:
+    """The values of the event auparse holds that the rules' conditions name (and node when
+    asked, for --print's account): only those fields are read; res only where success is
+    missing (a field an event lacks costs a search through all its records)."""
     names = [n for n in audit_fields(rules) if n != "res"]
-    found = find_fields(au, names + ([] if "node" in names else ["node"]), EVERY_FIELD, PLAIN_FIELDS)
+    found = find_fields(au, names + (["node"] if node and "node" not in names else []), EVERY_FIELD,
+                        PLAIN_FIELDS)
     if "success" in names and not found["success"]:
         found.update(find_fields(au, ["res"], (), PLAIN_FIELDS))
     return event_values(found)

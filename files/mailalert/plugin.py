@@ -214,7 +214,7 @@ class Plugin:
                 matches.append((rule, key))
         conditional = [rule for rule, _key in matches if has_conditions(rule)]
         if conditional:  # only the fields the conditions name, searched by auparse
-            values = read_values(au, conditional)
+            values = read_values(au, conditional, node=self.print_only)
             matches = [(rule, key) for rule, key in matches if not self.left_out(rule, key, values, au)]
         if not matches:
             return

@@ -244,7 +244,7 @@ def test_conditions_cost_nothing_to_events_of_other_keys(tmp_path, monkeypatch):
     plugin.outbox.put = lambda message: None
     plugin.framer.feed(log_bytes("flood", "hostile", "conditions"))
     plugin.finish_input()
-    assert calls == [["auid", "node"]] * 6  # and of those events, only the fields named
+    assert calls == [["auid", "node"]] * 6  # and of those events, only the fields named (node: --print)
 
 
 def test_the_tamper_rules_ignore_excuses_its_actor(tmp_path):
