@@ -7,6 +7,7 @@ status.json's ignored counts, and the rate limit that left-out events do not tou
 
 import json
 import re
+from collections import Counter
 
 import auparse
 import pytest
@@ -18,6 +19,7 @@ from conftest import (
     run_plugin,
     write_config,
 )
+from mailalert import state_watch
 from mailalert.conditions import (
     AUDIT_FIELDS,
     EVERY_FIELD,
@@ -26,8 +28,23 @@ from mailalert.conditions import (
     left_out,
     record_fields,
 )
-from mailalert.config import CONDITION_FIELDS, Rule, Section
+from mailalert.config import CONDITION_FIELDS, HOSTNAME, Rule, Section
 from mailalert.events import find_fields, read_records
+from mailalert.spool import Spool
+from mailalert.status import Status
+from mailalert.tamper import Tamper
+from mailalert.tamper_watch import TamperWatch
+from test_kernel_state import (
+    DEPLOYED,
+    EXECVE,
+    NO_CWD,
+    NO_ROOT,
+    OTHER,
+    TMPDIR,
+    WATCHED,
+    state,
+)
+from test_state_watch import Kernel, Recorded
 
 # Every audit field a condition can name.
 ALL_FIELDS = sorted({n for f in CONDITION_FIELDS for n in AUDIT_FIELDS.get(f, (f,))})
@@ -259,3 +276,31 @@ def test_the_tamper_rules_ignore_excuses_its_actor(tmp_path):
                      r'ignore\[0\] \{"auid": "unset", "exe": "/usr/sbin/auditctl"\}', result.stderr.decode())
     other = print_messages(tmp_path, keys + '[tamper]\nignore = [{"auid": "daemon"}]\n', data)
     assert [m["X-Audit-Tamper"] for m in other] == ["rules-removed"]
+
+
+@pytest.mark.parametrize("excused", [False, True])
+def test_an_excused_removal_excuses_the_states_finding_of_it_too(tmp_path, monkeypatch, excused):
+    """TamperWatch with the kernel's state read from hand-built states (as in
+    test_state_watch.py; on the real kernel: tests/role/test_role_conditions.py). The
+    state shows the watched rule gone; the removal's record, excused by the tamper rule's
+    ignore, keeps the state's finding out of the mail, now and at the reads after; without
+    the excuse the same change is mailed once."""
+    kernel = Kernel(DEPLOYED)
+    monkeypatch.setattr(state_watch, "read_kernel", kernel.read)
+    spool = Spool(str(tmp_path / "spool"))
+    spool.prepare()
+    reported, status, log = [], Status(), Recorded()
+    watch = TamperWatch(reported.append, spool, status, False, True, log)
+    watch.state = state_watch.StateWatch(spool, log, WATCHED, netlink=None)
+    watch.state.start()
+    kernel.now = state((TMPDIR, EXECVE, OTHER, NO_ROOT, NO_CWD))  # the k1 watch removed
+    removal = Tamper("rules-removed", "", [], "auid=unset exe=/usr/sbin/auditctl", 0.0)
+    removal.removed, removal.node, removal.event_id = Counter({"k1": 1}), HOSTNAME, "1.000:1@" + HOSTNAME
+    if excused:
+        watch._excused(removal, 'ignore[0] {"auid": "unset"}')
+    watch._check_state()
+    watch._check_state()  # the read after: a finding held back for its records comes now
+    watch._check_state()
+    assert [t.kind for t in reported] == ([] if excused else ["rules-removed"])
+    assert status.ignored == ({"tamper": 1} if excused else {})
+    assert any("not mailed: rule tamper" in line for line in log.lines) == excused
