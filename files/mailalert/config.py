@@ -5,6 +5,7 @@ every problem is a ConfigError naming `FILE: [SECTION] KEY`."""
 # ruff: noqa: UP006, UP035, UP045
 
 import configparser
+import json
 import os
 import re
 import socket
@@ -23,8 +24,27 @@ class ConfigError(Exception):
     """A config or command line problem; the message names the file, section and key."""
 
 
+# Rule conditions (conditions.py evaluates them): the fields, as audit names them, and
+# those whose values are shell-style globs.
+CONDITION_FIELDS = ("auid", "uid", "euid", "gid", "exe", "comm", "syscall", "success", "tty",
+                    "node", "path")
+GLOB_FIELDS = ("exe", "comm", "path")
+GLOB_CHARS = "*?["
+CONDITION_VALUE_MAX = 4096
+
+
+class Condition:
+    """One `match` or `ignore` entry: (field, the values any of which fits) in the order
+    written, and its text as the config gave it (for --print and the log)."""
+
+    def __init__(self, fields: List[Tuple[str, List[str]]], text: str) -> None:
+        self.fields = fields
+        self.text = text
+
+
 class Rule:
-    """One `[rule NAME]`: the keys it watches, who gets its mail, and its rate limit."""
+    """One `[rule NAME]`: the keys it watches, who gets its mail, its rate limit, and the
+    conditions an event must meet to be mailed."""
 
     def __init__(self, name: str, keys: List[str], to: List[str], max_mails: int, window: int):
         self.name = name
@@ -32,6 +52,8 @@ class Rule:
         self.to = to
         self.max_mails = max_mails
         self.window = window
+        self.match = None  # type: Optional[Condition]
+        self.ignore = []  # type: List[Condition]
 
 
 class Config:
@@ -71,8 +93,8 @@ ALLOWED = {
              "smtp_ca_file", "smtp_user", "smtp_password_file", "timeout"},
     "limits": {"max_mails", "window"},
     "spool": {"dir", "retry_min", "retry_max"},
-    "rule": {"keys", "to", "max_mails", "window"},
-    "tamper": {"enabled", "to", "max_mails", "window"},
+    "rule": {"keys", "to", "max_mails", "window", "match", "ignore"},
+    "tamper": {"enabled", "to", "max_mails", "window", "ignore"},
 }
 
 
@@ -136,6 +158,46 @@ class Section:
             if not KEY_RE.match(audit_key):
                 raise self.error(key, f"an audit key is 1-255 printable characters without spaces: {audit_key!r}")
         return keys
+
+    def condition(self, key: str, value, where: str) -> Condition:
+        """One condition: a JSON object of fields, each a string or a non-empty list of
+        strings; globs only on GLOB_FIELDS; success yes or no."""
+        if not isinstance(value, dict) or not value:
+            raise self.error(key, f"{where}must be a mapping of fields (e.g. {{\"auid\": \"unset\"}}), "
+                                  f"not {json.dumps(value)}")
+        fields = []
+        for name, given in value.items():
+            if name not in CONDITION_FIELDS:
+                raise self.error(key, "{}unknown field {!r} (fields: {})".format(
+                    where, name, ", ".join(CONDITION_FIELDS)))
+            values = given if isinstance(given, list) else [given]
+            if not values:
+                raise self.error(key, f"{where}{name}: an empty list fits no event")
+            for item in values:
+                if not isinstance(item, str) or not item or len(item) > CONDITION_VALUE_MAX:
+                    raise self.error(key, f"{where}{name}: a value is a string of 1-{CONDITION_VALUE_MAX} "
+                                          f"characters, not {json.dumps(item)}")
+                if name == "success" and item not in ("yes", "no"):
+                    raise self.error(key, f"{where}success: must be \"yes\" or \"no\", not {json.dumps(item)}")
+                if name not in GLOB_FIELDS and any(c in item for c in GLOB_CHARS):
+                    raise self.error(key, f"{where}{name}: takes no glob (only {', '.join(GLOB_FIELDS)} do): "
+                                          f"{json.dumps(item)}")
+            fields.append((name, values))
+        return Condition(fields, json.dumps(value, sort_keys=False))
+
+    def conditions(self, key: str, many: bool) -> List[Condition]:
+        """`match` (one JSON object; many=False) or `ignore` (a JSON list of them)."""
+        if key not in self.values:
+            return []
+        try:
+            value = json.loads(self.values[key])
+        except ValueError as err:
+            raise self.error(key, f"not JSON: {err}")
+        if not many:
+            return [self.condition(key, value, "")]
+        if not isinstance(value, list):
+            raise self.error(key, f"must be a JSON list of mappings, not {json.dumps(value)}")
+        return [self.condition(key, item, f"[{index}] ") for index, item in enumerate(value)]
 
     def abspath(self, key: str, default: str) -> str:
         value = self.values.get(key, default).strip()
@@ -277,7 +339,10 @@ def _load_rules(config: Config, path: str, parser: configparser.ConfigParser) ->
             raise section.error("", f"a second rule named {rule_name!r}")
         if "keys" not in section:
             raise section.error("keys", "required")
-        config.rules.append(_rule(config, section, rule_name, section.keys("keys")))
+        rule = _rule(config, section, rule_name, section.keys("keys"))
+        rule.match = next(iter(section.conditions("match", many=False)), None)
+        rule.ignore = section.conditions("ignore", many=True)
+        config.rules.append(rule)
 
 
 def _rule(config: Config, section: Section, name: str, keys: List[str]) -> Rule:
@@ -295,3 +360,4 @@ def _load_tamper(config: Config, tamper: Section) -> None:
         raise tamper.error("enabled", f"must be yes or no, not {enabled!r}")
     if enabled == "yes":
         config.tamper = _rule(config, tamper, TAMPER_RULE, [TAMPER_RULE])
+        config.tamper.ignore = tamper.conditions("ignore", many=True)

@@ -6,14 +6,24 @@
 import os
 import select
 import stat
+import sys
 import time
 from collections import OrderedDict
 from typing import List, Optional, Tuple
 
 from .compose import compose_alert, compose_digest, compose_tamper
+from .conditions import has_conditions, left_out, read_values, record_values
 from .config import Config, ConfigError, Rule, load_config
 from .delivery import Outbox
-from .events import Event, auparse, event_keys, read_event, rule_loads_only, timestamp
+from .events import (
+    Event,
+    Record,
+    auparse,
+    event_keys,
+    read_event,
+    rule_loads_only,
+    timestamp,
+)
 from .framing import MAX_LINE, LineFramer
 from .limits import RateLimiter
 from .log import Log, fstat_mode
@@ -28,6 +38,7 @@ from .spool import Spool
 from .status import Status, StatusFile
 from .tamper import TAMPER_TYPES, Tamper
 from .tamper_watch import TamperWatch
+from .text import escape_text
 
 TICK = 0.5  # seconds between timer duties (event aging, window ends, status file)
 READ_SIZE = 65536
@@ -61,6 +72,7 @@ class Plugin:
         self.under_auditd = not print_only and stat.S_ISSOCK(fstat_mode(0))
         self.tamper = TamperWatch(self.report_tamper, self.spool, self.status, print_only,
                                   self.under_auditd, log)
+        self.tamper.excuse = self.tamper_excuse
         self.au = auparse.AuParser(auparse.AUSOURCE_FEED, None)
         if hasattr(self.au, "set_eoe_timeout"):
             self.au.set_eoe_timeout(EOE_TIMEOUT)
@@ -200,12 +212,47 @@ class Plugin:
             key = next((k for k in rule.keys if k in keys), None)
             if key is not None:
                 matches.append((rule, key))
+        conditional = [rule for rule, _key in matches if has_conditions(rule)]
+        if conditional:  # only the fields the conditions name, searched by auparse
+            values = read_values(au, conditional, node=self.print_only)
+            matches = [(rule, key) for rule, key in matches if not self.left_out(rule, key, values, au)]
         if not matches:
             return
         event = read_event(au)
         token = self.spool.verify_token(event.ppid, self.log) if event.ppid else None
         for rule, key in matches:
             self.accept(rule, key, event, token)
+
+    def left_out(self, rule: Rule, key: str, values: dict, au) -> bool:
+        """Whether a condition of the rule leaves this event out: then it is counted under
+        the rule (status.json's ignored), and with --print said on stderr, never mailed."""
+        reason = left_out(rule, values) if has_conditions(rule) else None
+        if reason is None:
+            return False
+        self.count_ignored(rule.name)
+        if self.print_only:
+            stamp = timestamp(au)
+            self.say(f"not mailed: event {stamp.sec}.{stamp.milli:03d}:{stamp.serial}@{values['node'][0]} "
+                     f"key {key} rule {rule.name}: {reason}")
+        return True
+
+    def tamper_excuse(self, records: List[Record]) -> Optional[str]:
+        """TamperWatch asks whether the tamper rule's ignore excuses an event's findings."""
+        rule = self.config.tamper
+        if rule is None or not rule.ignore:
+            return None
+        return left_out(rule, record_values(records, [rule]))
+
+    def count_ignored(self, name: str) -> None:
+        with self.status.lock:
+            self.status.ignored[name] = self.status.ignored.get(name, 0) + 1
+            self.status.changed = True
+
+    @staticmethod
+    def say(text: str) -> None:
+        """One line on stderr (--print): what a user testing conditions wants to see."""
+        sys.stderr.write(escape_text(text, 2000) + "\n")
+        sys.stderr.flush()
 
     def accept(self, rule: Rule, key: str, event: Event, token: Optional[str]) -> None:
         """Rate-limit, compose, and spool (or print) one alert."""

@@ -34,6 +34,7 @@ class Status:
         self.state_reads = 0  # reads of the kernel's state (every few seconds: a heartbeat)
         self.running = True  # False once the plugin ends cleanly (the next one reads it)
         self.auditd_ended = False  # this host's auditd said it ends (DAEMON_END, _ABORT)
+        self.ignored = {}  # type: dict  # rule name -> events its conditions left out
         self.changed = True
 
     def document(self, now: float, rules: dict) -> dict:
@@ -90,7 +91,8 @@ class StatusFile:
         now = time.time()
         if not force and (not self.status.changed or now - self.written < STATUS_INTERVAL):
             return
-        document = self.status.document(now, {rule.name: limiter.row(rule) for rule in rules})
+        document = self.status.document(now, {rule.name: dict(limiter.row(rule), ignored=self.status.ignored.get(
+            rule.name, 0)) for rule in rules})
         self.written = now
         try:
             self.spool.write_status(document)
