@@ -148,7 +148,8 @@ def judge(found: List[Process], program: str, config: str, status: Optional[dict
 
 
 def next_state(previous: Optional[dict], verdict: Verdict, boot: str, now: float) -> dict:
-    """watchdog.json after this run: {"boot", "outage": null | {"kind", "since", "mailed"}}.
+    """watchdog.json after this run: {"boot", "checked", "verdict" (this run's kind),
+    "outage": null | {"kind", "since", "mailed"}}.
     An outage lasts until a healthy run; one of an earlier boot is over; a run that cannot
     judge (starting) keeps what was."""
     outage = previous.get("outage") if previous and previous.get("boot") == boot else None
@@ -158,7 +159,7 @@ def next_state(previous: Optional[dict], verdict: Verdict, boot: str, now: float
         outage = None
     elif verdict.outage and outage is None:
         outage = {"kind": verdict.kind, "since": now, "mailed": False}
-    return {"boot": boot, "outage": outage, "checked": now}
+    return {"boot": boot, "outage": outage, "checked": now, "verdict": verdict.kind}
 
 
 def must_mail(state: dict, verdict: Verdict) -> bool:
