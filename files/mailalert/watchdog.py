@@ -102,7 +102,11 @@ class Verdict:
 def judge(found: List[Process], program: str, config: str, status: Optional[dict], now: float,
           since_boot: float) -> Verdict:
     """The decision: found are the host's processes, status is status.json (None: none),
-    now the time (epoch) and since_boot the uptime (the clock of Process.start)."""
+    now the time (epoch) and since_boot the uptime (the clock of Process.start). Without
+    status.json no plugin has run with this spool yet (the role installs the watchdog
+    before its handlers start the plugin): nothing to judge."""
+    if status is None:
+        return Verdict("starting")
     auditds = {p.pid: p for p in found if p.name == "auditd" and p.state not in "ZX"}
     mine = [p for p in found if runs(p, program, config) and p.state not in "ZX"]
     plugins = [p for p in mine if p.ppid in auditds]

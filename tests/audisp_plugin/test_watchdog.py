@@ -62,7 +62,9 @@ def test_a_status_of_another_pid_is_not_the_plugins_own():
     assert verdict([auditd(), plugin()], fresh(pid=199)).kind == "plugin-stalled"
     # Just started: not judged yet.
     assert verdict([auditd(), plugin(start=UP - 5)], fresh(pid=199)).kind == "starting"
-    assert verdict([auditd(), plugin(start=UP - 5)], None).kind == "starting"
+    # No status.json at all: no plugin has run with this spool yet.
+    assert verdict([auditd(), plugin()], None).kind == "starting"
+    assert verdict([auditd()], None).kind == "starting"
 
 
 def test_no_plugin_under_a_running_auditd_is_missing():
@@ -70,7 +72,7 @@ def test_no_plugin_under_a_running_auditd_is_missing():
     assert found.kind == "plugin-missing"
     assert "auditd (pid 100) runs" in found.what[0]
     # auditd started a moment ago: its plugins are on their way.
-    assert verdict([auditd(start=UP - 2)], None).kind == "starting"
+    assert verdict([auditd(start=UP - 2)], fresh()).kind == "starting"
 
 
 def test_the_plugin_must_be_auditds_child_and_run_this_config():
@@ -85,7 +87,7 @@ def test_the_plugin_must_be_auditds_child_and_run_this_config():
 
 
 def test_no_auditd_is_missing_and_a_dead_one_does_not_count():
-    assert verdict([plugin(ppid=1)], None).kind == "auditd-missing"
+    assert verdict([plugin(ppid=1)], fresh()).kind == "auditd-missing"
     zombie = Process(100, 1, "Z", "auditd", [], UP - 600)
     assert verdict([zombie, plugin()], fresh()).kind == "auditd-missing"
 
@@ -99,10 +101,10 @@ def test_one_mail_per_outage_and_a_healthy_run_ends_it():
     # The next runs of the same outage, also when it turns into another kind: no mail.
     again = next_state(state, stalled, "boot-a", NOW + 60)
     assert not must_mail(again, stalled)
-    missing = verdict([auditd()], None)
+    missing = verdict([auditd()], fresh())
     assert not must_mail(next_state(again, missing, "boot-a", NOW + 120), missing)
     # A run that cannot judge keeps the outage; a healthy one ends it.
-    starting = verdict([auditd(start=UP - 2)], None)
+    starting = verdict([auditd(start=UP - 2)], fresh())
     assert next_state(again, starting, "boot-a", NOW + 120)["outage"] == again["outage"]
     over = next_state(again, healthy, "boot-a", NOW + 180)
     assert over["outage"] is None and not must_mail(over, healthy)
@@ -146,6 +148,7 @@ def setup(tmp_path, fake_sendmail, monkeypatch):
     found = []
     monkeypatch.setattr(watchdog, "processes", lambda: found)
     live = [auditd(start=0.0), Process(200, 100, "T", "x", [PROGRAM, "--config", str(path)], 0.0)]
+    (spool / "status.json").write_text(json.dumps({"pid": 200, "updated": time.time()}))
     return config, spool, out, found, live
 
 
@@ -168,7 +171,6 @@ def test_a_run_mails_one_tamper_finding_per_outage(setup):
     assert os.stat(spool / "watchdog.json").st_mode & 0o777 == 0o600
     # Continued: healthy, the outage is over, no mail; stopped again: a new mail.
     found[1] = Process(200, 100, "S", "x", live[1].argv, 0.0)
-    (spool / "status.json").write_text(json.dumps({"pid": 200, "updated": time.time()}))
     assert watchdog.run_watchdog(config, Log(), PROGRAM) == 0
     assert len(delivered(out)) == 1
     assert json.loads((spool / "watchdog.json").read_text())["outage"] is None
@@ -200,6 +202,15 @@ def test_the_role_s_open_window_is_not_judged(setup):
     (spool / "maintenance").unlink()
     assert watchdog.run_watchdog(config, Log(), PROGRAM) == 0
     assert len(delivered(out)) == 1
+
+
+def test_a_spool_where_no_plugin_ran_yet_is_not_judged(setup):
+    config, spool, out, found, live = setup
+    found[:] = live[:1]
+    (spool / "status.json").unlink()
+    assert watchdog.run_watchdog(config, Log(), PROGRAM) == 0
+    assert json.loads((spool / "watchdog.json").read_text())["verdict"] == "starting"
+    assert delivered(out) == []
 
 
 def test_tamper_alerts_off_means_no_watchdog_mail(setup):
