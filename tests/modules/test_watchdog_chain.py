@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 from realchain import AUDITD_CONF, run, wait_for
 from test_tamper_chain import now, tamper_mails
@@ -58,7 +59,7 @@ def test_a_stopped_plugin_gives_one_mail_and_none_once_continued(chain):
     since = now()
     os.kill(pid, signal.SIGSTOP)
     try:
-        wait_for(lambda: open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "T",
+        wait_for(lambda: Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T",
                  what="the plugin to stop")
         watchdog(chain)
         mails = wait_for(lambda: watchdog_mails(since), what="the watchdog's mail")
