@@ -75,7 +75,11 @@ def runs(process: Process, program: str, config: str) -> bool:
     """Whether process is this program (argv[0], or argv[1] under its interpreter) with this
     config (--config PATH, or the default)."""
     argv, program = process.argv, os.path.realpath(program)
-    at = next((i for i, arg in enumerate(argv[:2]) if os.path.realpath(arg) == program), None)
+    # Only a path with the program's name is resolved: resolving every process's would stat
+    # files that the plugin's SELinux domain has no business with (and be denied, logged).
+    name = os.path.basename(program)
+    at = next((i for i, arg in enumerate(argv[:2])
+               if os.path.basename(arg) == name and os.path.realpath(arg) == program), None)
     if at is None:
         return False
     given = DEFAULT_CONFIG
