@@ -1,9 +1,11 @@
-"""The command line: `audisp-mailalert [--config PATH] [--print] [KEY ...]`."""
+"""The command line: `audisp-mailalert [--config PATH] [--print | --record-state | --watchdog]
+[KEY ...]`."""
 
 # Python 3.6 (RHEL 8) has no list[str] or X | None in annotations: keep typing's names.
 # ruff: noqa: UP006, UP035, UP045
 
 import argparse
+import os
 import sys
 from typing import List, Optional
 
@@ -15,6 +17,7 @@ from .log import Log, stderr_is_useful
 from .plugin import Plugin
 from .spool import Spool
 from .state_watch import record_state
+from .watchdog import run_watchdog
 
 EXIT_USAGE = 2
 
@@ -32,6 +35,10 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
                         help="read the rules and status the kernel enforces and keep them in the "
                         "spool as the deployed state that tamper alerts compare with (the role "
                         "runs it after it loads rules); then exit")
+    parser.add_argument("--watchdog", action="store_true",
+                        help="check once that auditd runs this program with this config and that "
+                        "its status.json is fresh, and mail one tamper alert per outage when not "
+                        "(the role runs it from a systemd timer or cron); then exit")
     parser.add_argument("keys", nargs="*", metavar="KEY",
                         help="audit keys forming one extra rule (named args) mailed to [mail] to")
     return parser.parse_args(argv)
@@ -51,6 +58,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         log.to_stderr = True
         log.error("the auparse Python module is missing (install python3-audit)")
         return 1
+    if args.watchdog:
+        return run_watchdog(config, log, os.path.realpath(sys.argv[0]))
     if args.record_state:
         return record_deployed_state(config, log)
     return Plugin(config, log, args.print_only, args.keys).run()

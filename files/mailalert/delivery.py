@@ -27,6 +27,14 @@ UNSPOOLED_MAX = 1000  # alerts held in memory when the spool cannot take them...
 UNSPOOLED_MAX_BYTES = 8 << 20  # ...and their bytes; beyond either, an alert is dropped
 
 
+def send(config: Config, data: bytes) -> None:
+    """One delivery attempt through the configured transport (DeliveryError, ValueError)."""
+    if config.transport == "smtp":
+        send_smtp(config, data)
+    else:
+        send_sendmail(config, data)
+
+
 class Deliverer(threading.Thread):
     """The delivery worker: takes spooled names from a bounded queue and delivers them.
     A failure pauses all delivery (the transport is likely down) for retry_min seconds,
@@ -141,10 +149,7 @@ class Deliverer(threading.Thread):
         except OSError as err:  # kept: an I/O error may pass, and the file is all there is
             return self._failed(name, DeliveryError(f"cannot read it: {err}"))
         try:
-            if self.config.transport == "smtp":
-                send_smtp(self.config, data)
-            else:
-                send_sendmail(self.config, data)
+            send(self.config, data)
         except (DeliveryError, ValueError) as err:
             return self._failed(name, err if isinstance(err, DeliveryError) else DeliveryError(str(err)))
         self._delivered(name)

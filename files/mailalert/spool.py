@@ -148,6 +148,7 @@ class Spool:
         self.status_path = os.path.join(directory, "status.json")
         self.maintenance_path = os.path.join(directory, "maintenance")
         self.deployed_path = os.path.join(directory, "deployed.json")
+        self.watchdog_path = os.path.join(directory, "watchdog.json")
         self.bad_count = 0  # files in bad/: counted at start, plus those moved there since
         self._seq = 0
         self._lock = threading.Lock()  # guards _seq, _sizes and _bytes: two threads use them
@@ -313,6 +314,25 @@ class Spool:
             log.warning(f"{what} {path} ignored: not a root-only regular file of at most {limit} bytes")
             return None
         return raw
+
+    def read_watchdog(self, log: Log) -> Optional[dict]:
+        """The watchdog's state `<dir>/watchdog.json` (the outage it mailed); None when there
+        is none, or it is no root-only regular file, or no JSON object."""
+        raw = self._read_root_file(self.watchdog_path, 4096, log, "watchdog state")
+        try:
+            document = json.loads(raw.decode()) if raw is not None else None
+        except ValueError:
+            return None
+        return document if isinstance(document, dict) else None
+
+    def write_watchdog(self, data: bytes) -> None:
+        """Write watchdog.json whole (root-only), through watchdog.json.tmp."""
+        temporary = self.watchdog_path + ".tmp"
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+        write_whole(temporary, self.watchdog_path, data, 0o600, durable=False)
 
     def write_status(self, document: dict) -> None:
         """Write status.json anew (replace_file: never through a planted link)."""

@@ -8,6 +8,7 @@ points at).
 
 import fcntl
 import hashlib
+import json
 import mailbox
 import os
 import re
@@ -44,7 +45,9 @@ RULES = "/etc/audit/rules.d/60-audit-mail-alert.rules"
 SPOOL = "/var/spool/audisp-mailalert"
 MARKER = f"{SPOOL}/maintenance"
 PASSWORD = "/etc/audit/audisp-mailalert.pass"
-ROLE_PATHS = [PLUGIN, LIB, CONFIG, PASSWORD, PLUGIN_CONF, RULES, SPOOL, MARKER]
+# This host has no systemd as PID 1: the watchdog is a cron entry.
+WATCHDOG_CRON = "/etc/cron.d/audisp-mailalert-watchdog"
+ROLE_PATHS = [PLUGIN, LIB, CONFIG, PASSWORD, PLUGIN_CONF, RULES, SPOOL, MARKER, WATCHDOG_CRON]
 # A rule of the host's own, which the role must leave loaded.
 HOST_RULES = "/etc/audit/rules.d/50-amr-host.rules"
 HOST_KEY = "amr-host-rule"
@@ -263,6 +266,7 @@ def test_check_mode_on_a_clean_host_changes_nothing(host):
     run = playbook("converge.yml", "--check", "--diff")
     assert run.rc == 0, run
     assert "Plugin | Write the plugin config" in run.changed_tasks, run
+    assert "Watchdog | Write the cron entry" in run.changed_tasks, run
     assert snapshot() == before
 
 
@@ -272,7 +276,7 @@ def test_converge(host):
     assert run.rc == 0, run
     record("converge on a clean host", run)
     for path, mode in [(PLUGIN, 0o750), (CONFIG, 0o640), (PLUGIN_CONF, 0o640),
-                       (RULES, 0o640), (SPOOL, 0o700)]:
+                       (RULES, 0o640), (SPOOL, 0o700), (WATCHDOG_CRON, 0o644)]:
         st = os.stat(path)
         assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (mode, 0, 0), path
     assert package_problems() == []
@@ -283,6 +287,31 @@ def test_converge(host):
     assert os.stat(f"/proc/{pids[0]}").st_uid == 0
     with open(f"/proc/{pids[0]}/stat") as stat:
         assert int(stat.read().rsplit(")", 1)[1].split()[1]) == auditd_pid()
+
+
+def test_the_watchdog_cron_entry_runs_the_watchdog_and_finds_the_plugin_healthy(host):
+    """The entry's command, run as cron would run it (its redirections aside): the plugin
+    the role started runs under auditd, and its status is fresh."""
+    lines = [line for line in Path(WATCHDOG_CRON).read_text().splitlines()
+             if line and not line.startswith("#") and "=" not in line.split()[0]]
+    assert len(lines) == 1, lines
+    fields = lines[0].split()
+    assert fields[:6] == ["*", "*", "*", "*", "*", "root"], lines
+    command = [word for word in fields[6:] if not word.startswith((">", "2>"))]
+    assert command == [PLUGIN, "--config", CONFIG, "--watchdog"]
+    wait_for(lambda: os.path.exists(f"{SPOOL}/status.json"), 10, "the plugin's status.json")
+
+    def judged():
+        # Nothing is judged (nor written) while the role's window is open, as it is for a
+        # few seconds after the converge; then not before the plugin settled.
+        done = subprocess.run(command, capture_output=True, text=True, check=False, env={})
+        assert done.returncode == 0, done.stderr
+        if not os.path.exists(f"{SPOOL}/watchdog.json"):
+            return None
+        state = json.loads(Path(f"{SPOOL}/watchdog.json").read_text())
+        return state if state["verdict"] != "starting" else None
+    state = wait_for(judged, 30, "the watchdog to judge", 0.5)
+    assert state["verdict"] == "healthy" and state["outage"] is None, state
 
 
 def test_alert_for_w_reaches_the_mailbox(host):
@@ -598,6 +627,7 @@ def test_unmanaged_auditd_writes_the_files_and_leaves_auditd_alone(host):
     assert not [f for f in os.listdir("/etc/audit/rules.d") if f.startswith("60-audit-mail-alert.rules.")], \
         "a backup of the rules file was left in rules.d"
     assert auditd_pid() == pid, "auditd was restarted"
+    assert not os.path.exists(WATCHDOG_CRON), "auditd is not the role's: no watchdog"
     assert loaded_rules() == rules, "the kernel's rules changed"
     assert plugin_pids() == [], "auditd started the plugin"
     assert not reloaded_since(mark), "auditd was reloaded (DAEMON_CONFIG record)"

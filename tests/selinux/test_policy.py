@@ -90,6 +90,14 @@ def test_auditd_runs_the_plugin_in_its_domain(policy):
     assert rules == [f"type_transition auditd_t {MODULE}_exec_t:process {MODULE}_t;"]
 
 
+def test_systemd_runs_the_watchdog_in_the_plugins_domain(policy):
+    """The watchdog's oneshot service: init_t executes the program into the plugin's domain
+    (not init_t's own, which may do anything)."""
+    rules = sesearch(policy, "-T", "-s", "init_t", "-t", f"{MODULE}_exec_t", "-c", "process")
+    assert rules == [f"type_transition init_t {MODULE}_exec_t:process {MODULE}_t;"]
+    assert sesearch(policy, "-A", "-s", "init_t", "-t", f"{MODULE}_t", "-c", "process", "-p", "transition")
+
+
 @pytest.mark.parametrize("path, expected", [
     ("/sbin/audisp-mailalert", "audisp_mailalert_exec_t"),
     ("/usr/sbin/audisp-mailalert", "audisp_mailalert_exec_t"),
@@ -120,6 +128,8 @@ def test_file_contexts(linked, path, expected):
     (f"{MODULE}_t", "netlink_audit_socket", "nlmsg_read"),  # the status (auditctl -s)
     (f"{MODULE}_t", "netlink_audit_socket", "nlmsg_readpriv"),  # the rules (auditctl -l)
     ("unconfined_t", "file", "read"),  # /proc/PID of a SIGTERM's sender
+    ("proc_t", "dir", "read"),  # the watchdog lists /proc...
+    ("auditd_t", "file", "read"),  # ...and reads auditd's stat and cmdline
 ])
 def test_allowed(policy, target, tclass, perm):
     assert sesearch(policy, "-A", "-s", f"{MODULE}_t", "-t", target, "-c", tclass, "-p", perm)
