@@ -32,6 +32,15 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
                         help="read the rules and status the kernel enforces and keep them in the "
                         "spool as the deployed state that tamper alerts compare with (the role "
                         "runs it after it loads rules); then exit")
+    parser.add_argument("--check-config", action="store_true",
+                        help="check the config as the plugin does when it starts and exit: "
+                        "0 and nothing printed when it would start with it, else 2 and the "
+                        "problem on stdout as FILE: [SECTION] KEY: WHAT (the role checks the "
+                        "config it renders so, before it writes anything)")
+    parser.add_argument("--without-files", action="store_true",
+                        help="with --check-config: do not open the files the config names "
+                        "(smtp_ca_file, smtp_password_file), check only their paths; for a "
+                        "config checked on another machine than the one it is for")
     parser.add_argument("keys", nargs="*", metavar="KEY",
                         help="audit keys forming one extra rule (named args) mailed to [mail] to")
     return parser.parse_args(argv)
@@ -39,6 +48,8 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.check_config:
+        return check_config(args)
     log = Log()
     log.to_stderr = args.print_only or stderr_is_useful()
     try:
@@ -54,6 +65,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.record_state:
         return record_deployed_state(config, log)
     return Plugin(config, log, args.print_only, args.keys).run()
+
+
+def check_config(args: argparse.Namespace) -> int:
+    """--check-config: the config loaded as at start; the problem printed, nothing logged
+    (the check may run on a machine where the plugin does not)."""
+    try:
+        load_config(args.config or DEFAULT_CONFIG, args.keys, args.config is not None,
+                    read_files=not args.without_files)
+    except ConfigError as err:
+        print(err)
+        return EXIT_USAGE
+    return 0
 
 
 def record_deployed_state(config: Config, log: Log) -> int:
