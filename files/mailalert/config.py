@@ -106,10 +106,13 @@ class Section:
     """One section of the config file (or the command line's KEYs), read with the place
     that error messages name: `FILE: [SECTION] KEY: ...`."""
 
-    def __init__(self, path: str, name: str, values) -> None:
+    def __init__(self, path: str, name: str, values, read_files: bool = True) -> None:
         self.path = path
         self.name = name
         self.values = values  # a configparser section, or a dict
+        # False: the files a key names are not opened, only their paths checked (a config
+        # checked on another machine than the one it is for: --check-config --without-files).
+        self.read_files = read_files
 
     def __contains__(self, key: str) -> bool:
         return key in self.values
@@ -209,6 +212,8 @@ class Section:
         """The password in the file the key names, which must be private: only the plugin's
         user (root) can read it, and only it can change it."""
         filename = self.abspath(key, "")
+        if not self.read_files:
+            return ""
         try:
             with open(filename, "rb") as handle:
                 info = os.fstat(handle.fileno())
@@ -224,10 +229,13 @@ class Section:
                                   "make it 0600")
         return secret
 
-    def tls_context(self, key: str) -> ssl.SSLContext:
+    def tls_context(self, key: str) -> Optional[ssl.SSLContext]:
         """A client TLS context that trusts exactly the CA bundle named by the key (PEM), with
-        certificate and host name verification as ssl.create_default_context sets them."""
+        certificate and host name verification as ssl.create_default_context sets them; None
+        when the files are not read."""
         filename = self.abspath(key, "")
+        if not self.read_files:
+            return None
         try:
             context = ssl.create_default_context(cafile=filename)
         except (OSError, ssl.SSLError) as err:
@@ -237,15 +245,17 @@ class Section:
         return context
 
 
-def load_config(path: str, arg_keys: List[str], must_exist: bool) -> Config:
-    """Read and validate the INI file; every problem is a ConfigError naming file/section/key."""
+def load_config(path: str, arg_keys: List[str], must_exist: bool, read_files: bool = True) -> Config:
+    """Read and validate the INI file; every problem is a ConfigError naming file/section/key.
+    read_files=False: the files that keys name (smtp_ca_file, smtp_password_file) are not
+    opened, only their paths checked; such a Config has no password and no CA bundle."""
     config = Config()
     config.path = path
     config.required = must_exist
     parser = _read_ini(path, must_exist)
 
     def section(name: str) -> Section:
-        return Section(path, name, parser[name] if parser.has_section(name) else {})
+        return Section(path, name, parser[name] if parser.has_section(name) else {}, read_files)
 
     _load_mail(config, section("mail"))
     _load_limits(config, section("limits"))

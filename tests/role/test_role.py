@@ -37,6 +37,9 @@ UNMANAGED_MSG = "audit_mail_alert_manage_auditd is false: files installed, audit
 PLUGIN = "/sbin/audisp-mailalert"
 LIB = "/usr/lib/audisp-mailalert"
 PACKAGE_SRC = REPO / "files" / "mailalert"
+# The program as the role installs it: the collection's, which has no #! line, under the
+# #! line of the plugin's interpreter.
+INSTALLED_PROGRAM = b"#!/usr/bin/python3\n" + (REPO / "files" / "audisp_mailalert.py").read_bytes()
 # The last role whose plugin was one file (before the package split), for the upgrade test.
 ONE_FILE_RELEASE = "1c58494"
 CONFIG = "/etc/audit/audisp-mailalert.conf"
@@ -279,6 +282,7 @@ def test_converge(host):
                        (RULES, 0o640), (SPOOL, 0o700), (WATCHDOG_CRON, 0o644)]:
         st = os.stat(path)
         assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (mode, 0, 0), path
+    assert Path(PLUGIN).read_bytes() == INSTALLED_PROGRAM
     assert package_problems() == []
     assert {"amr-exec-w", "amr-hostname", HOST_KEY} <= loaded_keys()
     assert_marker_closed()
@@ -703,7 +707,7 @@ def test_a_host_with_the_one_file_plugin_is_upgraded_in_place(host, tmp_path):
     # ... and of the rules load, if the run reloaded rules while it still ran; nothing else.
     kinds = {m["X-Audit-Tamper"] for m in tamper_mails()[before:]}
     assert kinds <= {"auditd-stopped", "rules-removed"}, subjects(tamper_mails()[before:])
-    assert Path(PLUGIN).read_bytes() == (REPO / "files" / "audisp_mailalert.py").read_bytes()
+    assert Path(PLUGIN).read_bytes() == INSTALLED_PROGRAM
     assert package_problems() == []
     wait_for(lambda: alerts(token), 60, "the alert queued before the upgrade in the mailbox")
     assert not queued.exists()

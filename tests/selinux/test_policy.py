@@ -145,9 +145,37 @@ def test_allowed(policy, target, tclass, perm):
     ("audisp_mailalert_lib_t", "file", "write"),  # no bytecode written at run time
     ("var_spool_t", "file", "write"),
     (f"{MODULE}_t", "netlink_audit_socket", "nlmsg_write"),  # it reads audit state, never sets it
+    # /proc/PID of processes that cannot signal it: environ, maps, exe of a daemon
+    ("sshd_t", "file", "read"),
+    ("sshd_t", "lnk_file", "read"),
+    ("passwd_t", "file", "read"),
+    ("postfix_master_t", "file", "read"),
+    ("user_t", "dir", "search"),
 ])
 def test_nothing_broader(policy, target, tclass, perm):
     assert sesearch(policy, "-A", "-s", f"{MODULE}_t", "-t", target, "-c", tclass, "-p", perm) == []
+
+
+def test_proc_read_only_of_the_domains_that_may_signal_it(policy):
+    """/proc/PID (exe, loginuid, sessionid) of a SIGTERM's sender: readable for each domain
+    that may send the plugin a signal, and for no other. SELinux cannot tell environ from
+    loginuid (every file of /proc/PID has the process's type), so the domains are the bound."""
+    def sources(rules):
+        return {rule.split()[1] for rule in rules}
+
+    senders = sources(sesearch(policy, "-A", "-t", f"{MODULE}_t", "-c", "process", "-p", "signal")) - {f"{MODULE}_t"}
+    assert {"auditd_t", "unconfined_domain_type", "init_t", "sysadm_t"} <= senders
+    for sender in sorted(senders):
+        for tclass, perm in (("dir", "search"), ("file", "read"), ("lnk_file", "read")):
+            assert sesearch(policy, "-A", "-s", f"{MODULE}_t", "-t", sender, "-c", tclass, "-p", perm), (sender, tclass)
+    # the rules that give /proc/PID reads name exactly those domains (and the plugin's own)
+    readable = {rule.split()[2].split(":")[0] for rule in sesearch(
+        policy, "-A", "-s", f"{MODULE}_t", "-c", "lnk_file", "-p", "read", "-dt", "-t", "domain")}
+    assert readable == set(), readable  # never the attribute of every domain
+    domains = set(run(["seinfo", "-a", "domain", "-x", policy]).stdout.split()) | {"unconfined_domain_type"}
+    targets = {rule.split()[2].split(":")[0] for rule in sesearch(
+        policy, "-A", "-s", f"{MODULE}_t", "-c", "file", "-p", "read", "-ds")} & domains
+    assert targets - {f"{MODULE}_t"} <= senders | {"audisp_t"}, targets - senders
 
 
 # Confined domains that the reference policy lets write lib_t (some under a boolean), the
