@@ -4,7 +4,8 @@ auparse groups records into events by their time stamp (node, seconds, milliseco
 serial) and ends an event at a record of a "last record" type (EOE, PROCTITLE, the
 single-record user and daemon types), or when a record at least EOE_TIMEOUT seconds
 newer is added (or at feed_age_events, or flush_feed). The sifter groups the same way,
-with the same rules, so that auparse gets every record of every event that holds a
+with the same rules (save where auparse 3.0.9 splits an event: LAST_RECORD_TYPES; the
+sifter feeds it whole), so that auparse gets every record of every event that holds a
 candidate record (a key field that may hold a watched key, or a type of
 ALWAYS_CANDIDATE_TYPES), each event's records in stream order, and nothing else in the
 common case.
