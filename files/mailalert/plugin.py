@@ -8,7 +8,6 @@ import select
 import stat
 import sys
 import time
-from collections import OrderedDict
 from typing import List, Optional, Tuple
 
 from .compose import compose_alert, compose_digest, compose_tamper
@@ -29,6 +28,7 @@ from .limits import RateLimiter
 from .log import Log, fstat_mode
 from .sifter import (
     EOE_TIMEOUT,
+    Candidates,
     EventSifter,
     key_pattern,
     mark_candidates,
@@ -42,7 +42,6 @@ from .text import escape_text
 
 TICK = 0.5  # seconds between timer duties (event aging, window ends, status file)
 READ_SIZE = 65536
-MAX_CANDIDATES = 10000  # serials of events whose key looked right, waiting for auparse
 EXIT_DRAIN = 1.0  # seconds to read what auditd still sends after its SIGTERM
 # The reference path: every line goes to auparse, as before the sifter (the differential
 # test and `make bench` set it; benchmarks/plugin_feed_everything.py).
@@ -61,7 +60,7 @@ class Plugin:
         self.print_only = print_only
         self.arg_keys = arg_keys
         self.pattern = key_pattern(config.rules, config.tamper is not None)
-        self.candidates = OrderedDict()  # type: OrderedDict  # serial -> None
+        self.candidates = Candidates()  # events whose key looked right, waiting for auparse
         self.limiter = RateLimiter()
         self.status = Status()
         self.spool = Spool(config.spool_dir)
@@ -77,7 +76,7 @@ class Plugin:
         if hasattr(self.au, "set_eoe_timeout"):
             self.au.set_eoe_timeout(EOE_TIMEOUT)
         # auparse takes a plain function, not a bound method. The fast path is inlined:
-        # most events are rejected by a dict lookup on their serial.
+        # most events are rejected by a dict lookup on their time stamp.
         candidates = self.candidates
         ready = auparse.AUPARSE_CB_EVENT_READY
 
@@ -85,7 +84,7 @@ class Plugin:
             try:
                 if cb_type == ready and candidates:
                     stamp = timestamp(au)
-                    if stamp is not None and stamp.serial in candidates:
+                    if stamp is not None and stamp in candidates:
                         self.on_candidate(au)
             except Exception as err:  # noqa: BLE001 - raised into auparse, it breaks feed()
                 self.log.error(f"event skipped: {type(err).__name__}: {err}")
@@ -94,7 +93,7 @@ class Plugin:
         # Which lines reach auparse: those of events that may match (the sifter), or all of
         # them (FEED_EVERYTHING, the reference for the differential test and `make bench`).
         self.feed_everything = FEED_EVERYTHING
-        self.sifter = EventSifter(self.pattern, self.au.feed, self._mark_candidate)
+        self.sifter = EventSifter(self.pattern, self.au.feed, self.candidates.mark)
         self.framer = LineFramer(self._feed_lines, self.status, log)
 
     # -- a HUP: the config anew
@@ -164,17 +163,11 @@ class Plugin:
     def _feed_lines(self, lines: bytes) -> None:
         """Scan and feed complete lines (from the LineFramer: none longer than MAX_LINE)."""
         if self.feed_everything:
-            mark_candidates(self.pattern, lines, self._mark_candidate)
+            mark_candidates(self.pattern, lines, self.candidates.mark)
             self.au.feed(lines)
         else:
             self.sifter.pattern = self.pattern  # a reload may have changed the keys
             self.sifter.sift(lines)
-
-    def _mark_candidate(self, serial: int) -> None:
-        """The event with this serial may match: the callback hands it to on_candidate."""
-        self.candidates[serial] = None
-        if len(self.candidates) > MAX_CANDIDATES:
-            self.candidates.popitem(last=False)
 
     def finish_input(self) -> None:
         """End of input: a last line without its newline still counts; auparse hands over
@@ -189,12 +182,14 @@ class Plugin:
             self.log.warning(f"input lines longer than {MAX_LINE} bytes dropped: {self.status.long_lines}")
 
     def on_candidate(self, au) -> None:
-        serial = timestamp(au).serial
-        self.candidates.pop(serial, None)
+        stamp = timestamp(au)
         try:
+            record_type, keys = event_keys(au)
+            if keys or record_type in TAMPER_TYPES:  # the part with the candidate record
+                self.candidates.done(stamp)
             self.handle(au)
         except Exception as err:  # noqa: BLE001 - a bad event must never stop the plugin
-            self.log.error(f"event {serial} skipped: {type(err).__name__}: {err}")
+            self.log.error(f"event {stamp.serial} skipped: {type(err).__name__}: {err}")
 
     def handle(self, au) -> None:
         record_type, keys = event_keys(au)
