@@ -133,9 +133,15 @@ def one_prompt_mail(host, since, sent_before, acted=None):
 
 @pytest.fixture
 def put_back(host):
-    """After the test: auditing on, the rules the test added deleted (the test lists them in
-    the list this yields), and the deployed rules loaded again when they differ from those
-    before the test; then the plugin has read the state and delivered what it had."""
+    """Before the test: the plugin has read the kernel's state since the test before put it
+    back (it polls every 3 s: an `-e 1` that no read saw, followed by an `-e 0` whose record
+    is excluded, looks to it like auditing that stayed off, already mailed). status.json
+    lags up to a second, hence two reads. After the test: auditing on, the rules the test
+    added deleted (the test lists them in the list this yields), and the deployed rules
+    loaded again when they differ from those before the test; then the plugin has read the
+    state and delivered what it had."""
+    reads = plugin_status(host)["state_reads"]
+    wait_for(lambda: plugin_status(host)["state_reads"] >= reads + 2, "two reads of the kernel's state")
     before = host.check_output("auditctl -l")
     added = []
     yield added
