@@ -8,7 +8,7 @@ LAB := $(CURDIR)/tests/lab
 export LAB_CACHE ?= /var/cache/audit-mail-alert-lab
 # The images the VM scenarios boot (platforms in extensions/molecule/default and
 # extensions/molecule/ubuntu).
-LAB_DISTS ?= bookworm trixie bullseye jammy noble
+LAB_DISTS ?= bookworm trixie sid jammy noble
 # Bound each scenario, so that a hung VM cannot eat the CI budget (times: docs/lab.md).
 LAB_TIMEOUT ?= 45m
 # Molecule prints a line per task but no times: stamp each line with the wall clock.
@@ -39,7 +39,7 @@ define vm-scenario
 endef
 
 test-lab-default: collection-tree lab-images
-	@echo "==> molecule default: Debian 12 (SELinux enforcing), 13 and 11 VMs"
+	@echo "==> molecule default: Debian 12 (SELinux enforcing), 13 and sid VMs"
 	$(call vm-scenario,default)
 
 test-lab-ubuntu: collection-tree lab-images

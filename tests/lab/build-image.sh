@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build (or reuse) a bootable Debian test image for the lab, and print its directory.
 #
-#   tests/lab/build-image.sh DIST        DIST: bookworm | trixie | bullseye | jammy | noble
+#   tests/lab/build-image.sh DIST        DIST: bookworm | trixie | sid | jammy | noble
 #
 # The image directory holds disk.raw (ext4, the whole root file system), vmlinuz, initrd.img,
 # rootfs.tar (the same tree, unlabelled, for `docker import`), id_ed25519 (root's ssh key)
@@ -17,12 +17,12 @@ set -euo pipefail
 # editing this file while an image builds cannot derail the build.
 main() {
 
-dist=${1:?usage: build-image.sh bookworm|trixie|bullseye|jammy|noble}
+dist=${1:?usage: build-image.sh bookworm|trixie|sid|jammy|noble}
 case "$dist" in
   bookworm) family=debian selinux=yes ;;
-  trixie | bullseye) family=debian selinux=no ;;
+  trixie | sid) family=debian selinux=no ;;
   jammy | noble) family=ubuntu selinux=no ;;
-  *) echo "build-image.sh: unknown DIST '$dist' (bookworm, trixie, bullseye, jammy or noble)" >&2; exit 2 ;;
+  *) echo "build-image.sh: unknown DIST '$dist' (bookworm, trixie, sid, jammy or noble)" >&2; exit 2 ;;
 esac
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -31,14 +31,20 @@ cache=${LAB_CACHE:-/var/cache/audit-mail-alert-lab}
 # keyring, the virtual kernel. debootstrap's script for every Ubuntu release is gutsy's.
 if [ "$family" = ubuntu ]; then
   mirror=${LAB_UBUNTU_MIRROR:-http://archive.ubuntu.com/ubuntu}
-  kernel=(linux-image-virtual ubuntu-keyring)
+  kernel=(linux-image-virtual initramfs-tools ubuntu-keyring)
   components=main,universe
   script=/usr/share/debootstrap/scripts/gutsy
 else
   mirror=${LAB_MIRROR:-http://deb.debian.org/debian}
-  kernel=(linux-image-amd64)
+  kernel=(linux-image-amd64 initramfs-tools)
   components=main
   script=
+fi
+# sid's kernel depends on `dracut | initramfs-tools | ...`: debootstrap takes the first
+# alternative, and dracut conflicts with initramfs-tools. sid gets what its kernel pulls
+# (dracut, a generic initrd: Debian's dracut config is not host-only).
+if [ "$dist" = sid ]; then
+  kernel=(linux-image-amd64)
 fi
 
 packages=$(grep -hv '^#' "$here/packages.txt" | grep .)$'\n'$(printf '%s\n' "${kernel[@]}")
@@ -117,6 +123,26 @@ chroot "$root" systemctl mask apt-daily.timer apt-daily-upgrade.timer man-db.tim
 # Small, reproducible apt downloads inside the guest.
 printf 'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\n' \
   >"$root/etc/apt/apt.conf.d/90lab-no-recommends"
+# The archive's sid Release file here is past its Valid-Until:
+# apt in the guest (the role's package step) would refuse it. A property of the sid image,
+# not of the role. (debootstrap itself does not check Valid-Until.)
+if [ "$dist" = sid ]; then
+  printf 'Acquire::Check-Valid-Until "false";\n' >"$root/etc/apt/apt.conf.d/90lab-sid-valid-until"
+fi
+# sid boots a dracut initrd. Debian's dracut builds a generic one: under emulation its udev
+# loaded every module it held and the root disk appeared 60 s after /init (2 s for
+# initramfs-tools on trixie). The lab's VMs need virtio and ext4 only.
+if [ "$dist" = sid ]; then
+  log "dracut: an initrd with the virtio and ext4 modules only"
+  printf '%s\n' '# The lab VM (tests/lab/build-image.sh): qemu virtio disk, ext4 root.' \
+    'hostonly="no"' 'drivers="virtio_pci virtio_blk virtio_net"' 'filesystems="ext4"' \
+    >"$root/etc/dracut.conf.d/90-lab.conf"
+  mount -t proc proc "$root/proc"
+  kver=$(basename "$root"/boot/vmlinuz-*); kver=${kver#vmlinuz-}
+  chroot "$root" dracut --force --kver "$kver" >"$work/dracut.log" 2>&1 \
+    || { umount "$root/proc"; tail -n 30 "$work/dracut.log" >&2; exit 1; }
+  umount "$root/proc"
+fi
 rm -f "$root"/var/cache/apt/archives/*.deb
 cp "$root"/boot/vmlinuz-* "$work/vmlinuz"
 cp "$root"/boot/initrd.img-* "$work/initrd.img"
@@ -142,7 +168,7 @@ log "ext4 disk image"
 truncate -s 6G "$work/disk.raw"
 mkfs.ext4 -q -F -d "$root" "$work/disk.raw"     # mke2fs >= 1.47 copies the SELinux xattrs
 echo "$selinux" >"$work/selinux"
-rm -rf --one-file-system "$root" "$work/debootstrap.log"
+rm -rf --one-file-system "$root" "$work/debootstrap.log" "$work/dracut.log"
 touch "$work/done"
 
 rm -rf "$image"

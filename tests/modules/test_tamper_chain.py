@@ -225,3 +225,21 @@ def test_lost_events_are_reported_with_the_exact_count(chain):
     counts = wait_for(reported, timeout=30, what="events-lost mails adding up to the counter")
     print(f"lost {sum(counts)} events, reported in {len(counts)} mails")
     assert tamper_mails(since, "audit-setting"), "setting a rate limit is a finding too"
+
+
+def test_auditing_disabled_after_an_exclude_rule_was_mailed_is_mailed_too(chain):
+    """The exclude route in two steps, as the VMs ran it over ssh: the plugin reads the
+    state between them and mails the exclude rule; auditing disabled a few seconds later
+    (its record excluded too) must still bring a mail of its own."""
+    since = now()
+    try:
+        run("auditctl", "-a", "exclude,always", "-F", "msgtype=CONFIG_CHANGE")
+        first = one_mail_within(chain, since)
+        assert first["X-Audit-Tamper"] == "rule-excluding"
+        since = now()
+        run("auditctl", "-e", "0")
+        mail = one_mail_within(chain, since)
+    finally:
+        run("auditctl", "-e", "1")
+        run("auditctl", "-d", "exclude,always", "-F", "msgtype=CONFIG_CHANGE")
+    assert mail["X-Audit-Tamper"] == "audit-disabled"
