@@ -25,6 +25,7 @@ from .state_watch import STATE_POLL, StateWatch
 from .status import Status
 from .tamper import BURST_QUIET, RemovalBurst, Tamper, classify, sender_description
 
+RELOAD_RECENT = 10.0  # seconds after auditd's DAEMON_CONFIG op=reconfigure that its stop is its reload
 MAINTENANCE_EARLY = 2  # seconds before the window opened (a marker written a moment late)...
 MAINTENANCE_LATE = 5  # ...and after it closed (a signal handled a moment later)
 # The state's finding kinds that each record finding's kind tells of.
@@ -114,6 +115,7 @@ class TamperWatch:
         self.burst = None  # type: Optional[RemovalBurst]
         self.pending = []  # type: List[Tamper]  # record findings waiting for the state
         self.auditd_ended = False  # this host's auditd said DAEMON_END or DAEMON_ABORT
+        self.reconfigured = None  # type: Optional[float]  # monotonic: its last op=reconfigure
         self.parent = os.getppid()
         self.boot = boot_id()
         self.state = None  # type: Optional[StateWatch]
@@ -144,11 +146,15 @@ class TamperWatch:
     def read(self, au, rules: List[Rule]) -> None:
         """The tamper findings of this event's records, stamped with its time, node and id."""
         records = read_records(au)
+        node = next((r.raw["node"] for r in records if "node" in r.raw), HOSTNAME)
+        if node == HOSTNAME and any(r.type == "DAEMON_CONFIG" and r.raw.get("op", "").strip('"') == "reconfigure"
+                                    and r.raw.get("res") not in ("0", "failed") for r in records):
+            self.reconfigured = time.monotonic()
+            self.log.info("auditd reloaded its configuration (DAEMON_CONFIG op=reconfigure)")
         findings = classify(records, self.watched(rules))
         if not findings:
             return
         stamp = timestamp(au)
-        node = next((r.raw["node"] for r in records if "node" in r.raw), HOSTNAME)
         ppid = next((r.raw["ppid"] for r in records if "ppid" in r.raw), "")
         token = self.spool.verify_token(ppid, self.log) if ppid and not self.print_only else None
         for finding in findings:
@@ -282,29 +288,46 @@ class TamperWatch:
         self._report(Tamper("plugin-killed", "the alert plugin before this one was killed", [what],
                             "unknown (a SIGKILL names no sender)", time.time()))
 
-    def at_exit(self, stop: Optional[tuple], when: float) -> None:
-        """The plugin ends: stop is (pid, uid) of the SIGTERM's sender, or None at EOF. Only
-        when auditd runs the plugin: a test or a replay may stop it as it likes."""
+    def at_exit(self, stop: Optional[tuple], when: float, entry: Optional[bool]) -> None:
+        """The plugin ends: stop is (pid, uid) of the SIGTERM's sender, or None at EOF;
+        entry: whether its plugins.d entry is active (plugins_d.entry_active; None: unknown).
+        Only when auditd runs the plugin: a test or a replay may stop it as it likes."""
         self.tick(force=True)
         if not self.under_auditd or self.auditd_ended:
             return  # auditd's own DAEMON_END told it already
-        self._report(self._end_finding(stop, when))
+        finding = self._end_finding(stop, when, entry)
+        if finding is not None:
+            self._report(finding)
 
-    def _end_finding(self, stop: Optional[tuple], when: float) -> Tamper:
+    def _end_finding(self, stop: Optional[tuple], when: float, entry: Optional[bool]) -> Optional[Tamper]:
+        """What the plugin's end is. auditd ends a plugin without ending itself on a reload
+        of audit 4.2 (input closed, SIGTERM 50 ms later, the list started anew) and, in
+        every version, when its plugins.d entry is removed or deactivated: the entry tells
+        the two apart. (audit 3.x to 4.1 send a reloaded plugin SIGHUP; SIGTERM also when
+        its program changed, and it is started anew.)"""
         if stop is not None and stop[0] != self.parent:
             return Tamper("plugin-stopped", "the alert plugin was stopped",
                           [("the alert plugin got SIGTERM from a process other than auditd: "
                             "no alerts are mailed until auditd starts it again")],
                           sender_description(*stop), when)
-        if stop is not None:
-            return Tamper("plugin-stopped", "auditd stopped the alert plugin",
-                          [("auditd stopped the alert plugin without stopping itself: its "
-                            "plugins.d entry was removed or deactivated and auditd reloaded")],
-                          sender_description(*stop), when)
-        if os.getppid() != self.parent:
+        if stop is None and os.getppid() != self.parent:
             return Tamper("auditd-stopped", "auditd ended without a word",
                           [("auditd ended without DAEMON_END (killed with SIGKILL, or it "
                             "crashed): no events are recorded until it starts again")],
                           "unknown (auditd could not say)", when)
-        return Tamper("plugin-stopped", "auditd closed the alert plugin's input",
-                      ["auditd closed the plugin's input without a signal"], "auditd", when)
+        how = "sent SIGTERM to the alert plugin" if stop is not None else "closed the alert plugin's input"
+        recent = self.reconfigured is not None and time.monotonic() - self.reconfigured <= RELOAD_RECENT
+        if entry or (entry is None and recent):
+            self.log.info(f"auditd {how} and its plugins.d entry is "
+                          f"{'active' if entry else 'unknown, after DAEMON_CONFIG op=reconfigure'}"
+                          ": a reload, auditd starts the plugin anew")
+            return None
+        who = sender_description(*stop) if stop is not None else "auditd"
+        if entry is None:
+            return Tamper("plugin-stopped", "auditd stopped the alert plugin",
+                          [(f"auditd {how} without stopping itself, and its plugins.d entry "
+                            "could not be read: it may have been removed or deactivated")], who, when)
+        return Tamper("plugin-stopped", "auditd stopped the alert plugin",
+                      [(f"auditd {how} without stopping itself: its plugins.d entry was removed "
+                        "or deactivated and auditd reloaded; no alerts are mailed until it is "
+                        "active again")], who, when)
