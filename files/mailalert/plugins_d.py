@@ -11,14 +11,14 @@ is this program and whose `active` is `yes`."""
 # ruff: noqa: UP045
 
 import os
-from typing import Dict, Optional
+from typing import Optional
 
 AUDITD_CONF = "/etc/audit/auditd.conf"
 PLUGIN_DIR = "/etc/audit/plugins.d"  # auditd's default when auditd.conf names none
 MAX_FILE = 64 << 10  # bytes read of one file: an entry is a few lines
 
 
-def read_settings(path: str) -> Dict[str, str]:
+def read_settings(path: str) -> dict[str, str]:
     """`name = value` lines of an auditd-style file (comments and blank lines skipped)."""
     with open(path, "rb") as handle:
         text = handle.read(MAX_FILE).decode(errors="replace")

@@ -13,10 +13,10 @@ RECORD = re.compile(rb"^(?:node=\S+ )?type=\S+ msg=audit\(\d+\.\d+:\d+\):")
 
 sys.dont_write_bytecode = True
 sys.path[0] = sys.argv.pop(1)
-import mailalert  # noqa: E402
+import mailalert
 
 mailalert.hold_signals()
-from mailalert import events  # noqa: E402
+from mailalert import events
 
 real = events.auparse.AuParser
 
@@ -37,6 +37,6 @@ class Feed42:
 
 
 events.auparse.AuParser = Feed42
-from mailalert.cli import main  # noqa: E402
+from mailalert.cli import main
 
 sys.exit(main())
