@@ -21,7 +21,7 @@ from .events import RECORDS_MAX, read_records, timestamp
 from .kernel_state import Finding
 from .log import Log
 from .spool import Spool, boot_id, uptime
-from .state_watch import STATE_POLL, StateWatch
+from .state_watch import STATE_POLL, StateWatch, findings_json
 from .status import Status
 from .tamper import BURST_QUIET, RemovalBurst, Tamper, classify, sender_description
 
@@ -122,6 +122,7 @@ class TamperWatch:
         self.next_poll = 0.0  # monotonic: the next read of the kernel's state
         self.check_soon = None  # type: Optional[float]  # ...sooner, after a change record
         self.waited: Set[Finding] = set()  # findings held one read for their records
+        self.previous_reported = []  # type: list  # what the plugin before this one mailed
 
     def start(self, rules: List[Rule]) -> None:
         """Under auditd: the first read of the kernel's state (the deployed one)."""
@@ -129,7 +130,7 @@ class TamperWatch:
             return
         try:
             self.state = StateWatch(self.spool, self.log, self.watched(rules), AuditNetlink())
-            self.state.start()
+            self.state.start(self.previous_reported)
         except OSError as err:
             self.state = None
             self.log.warning(f"cannot read the kernel's audit state ({err}): tamper findings come "
@@ -219,6 +220,11 @@ class TamperWatch:
         held back) is judged on its own."""
         pending, self.pending = self.pending, []
         found = self.state.check(self.window_open())
+        reported = findings_json(self.state.reported)
+        if reported != self.status.tamper_reported:
+            with self.status.lock:
+                self.status.tamper_reported = reported
+                self.status.changed = True
         with self.status.lock:
             self.status.state_reads += 1
             self.status.changed = True
@@ -279,7 +285,9 @@ class TamperWatch:
 
     def at_start(self, previous: dict) -> None:
         """The plugin before this one (status.json): ended without a word when it was
-        running and did not see auditd end (killed with SIGKILL, or it crashed)."""
+        running and did not see auditd end (killed with SIGKILL, or it crashed). The losses
+        of the kernel's state it mailed are not mailed again while they last."""
+        self.previous_reported = previous.get("tamper_reported") or []
         if not self.under_auditd or not previous.get("running") or previous.get("auditd_ended") \
                 or previous.get("pid") == os.getpid():
             return
