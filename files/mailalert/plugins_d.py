@@ -8,17 +8,17 @@ auditd counts it: a `NAME.conf` (or a name without a dot) that is not hidden, wh
 is this program and whose `active` is `yes`."""
 
 # Python 3.6 (RHEL 8) has no list[str] or X | None in annotations: keep typing's names.
-# ruff: noqa: UP045
+# ruff: noqa: UP006, UP035, UP045
 
 import os
-from typing import Optional
+from typing import Dict, Optional
 
 AUDITD_CONF = "/etc/audit/auditd.conf"
 PLUGIN_DIR = "/etc/audit/plugins.d"  # auditd's default when auditd.conf names none
 MAX_FILE = 64 << 10  # bytes read of one file: an entry is a few lines
 
 
-def read_settings(path: str) -> dict[str, str]:
+def read_settings(path: str) -> Dict[str, str]:
     """`name = value` lines of an auditd-style file (comments and blank lines skipped)."""
     with open(path, "rb") as handle:
         text = handle.read(MAX_FILE).decode(errors="replace")
