@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """audisp-mailalert: an auditd plugin that mails an alert when an audit event carries a watched key.
 
 auditd starts it with the audit stream on stdin (plugins.d `format = string`) and an empty

@@ -5,6 +5,7 @@ every problem is a ConfigError naming `FILE: [SECTION] KEY`."""
 # ruff: noqa: UP006, UP035, UP045
 
 import configparser
+import json
 import os
 import re
 import socket
@@ -23,8 +24,27 @@ class ConfigError(Exception):
     """A config or command line problem; the message names the file, section and key."""
 
 
+# Rule conditions (conditions.py evaluates them): the fields, as audit names them, and
+# those whose values are shell-style globs.
+CONDITION_FIELDS = ("auid", "uid", "euid", "gid", "exe", "comm", "syscall", "success", "tty",
+                    "node", "path")
+GLOB_FIELDS = ("exe", "comm", "path")
+GLOB_CHARS = "*?["
+CONDITION_VALUE_MAX = 4096
+
+
+class Condition:
+    """One `match` or `ignore` entry: (field, the values any of which fits) in the order
+    written, and its text as the config gave it (for --print and the log)."""
+
+    def __init__(self, fields: List[Tuple[str, List[str]]], text: str) -> None:
+        self.fields = fields
+        self.text = text
+
+
 class Rule:
-    """One `[rule NAME]`: the keys it watches, who gets its mail, and its rate limit."""
+    """One `[rule NAME]`: the keys it watches, who gets its mail, its rate limit, and the
+    conditions an event must meet to be mailed."""
 
     def __init__(self, name: str, keys: List[str], to: List[str], max_mails: int, window: int):
         self.name = name
@@ -32,6 +52,8 @@ class Rule:
         self.to = to
         self.max_mails = max_mails
         self.window = window
+        self.match = None  # type: Optional[Condition]
+        self.ignore = []  # type: List[Condition]
 
 
 class Config:
@@ -71,8 +93,8 @@ ALLOWED = {
              "smtp_ca_file", "smtp_user", "smtp_password_file", "timeout"},
     "limits": {"max_mails", "window"},
     "spool": {"dir", "retry_min", "retry_max"},
-    "rule": {"keys", "to", "max_mails", "window"},
-    "tamper": {"enabled", "to", "max_mails", "window"},
+    "rule": {"keys", "to", "max_mails", "window", "match", "ignore"},
+    "tamper": {"enabled", "to", "max_mails", "window", "ignore"},
 }
 
 
@@ -84,10 +106,13 @@ class Section:
     """One section of the config file (or the command line's KEYs), read with the place
     that error messages name: `FILE: [SECTION] KEY: ...`."""
 
-    def __init__(self, path: str, name: str, values) -> None:
+    def __init__(self, path: str, name: str, values, read_files: bool = True) -> None:
         self.path = path
         self.name = name
         self.values = values  # a configparser section, or a dict
+        # False: the files a key names are not opened, only their paths checked (a config
+        # checked on another machine than the one it is for: --check-config --without-files).
+        self.read_files = read_files
 
     def __contains__(self, key: str) -> bool:
         return key in self.values
@@ -137,6 +162,46 @@ class Section:
                 raise self.error(key, f"an audit key is 1-255 printable characters without spaces: {audit_key!r}")
         return keys
 
+    def condition(self, key: str, value, where: str) -> Condition:
+        """One condition: a JSON object of fields, each a string or a non-empty list of
+        strings; globs only on GLOB_FIELDS; success yes or no."""
+        if not isinstance(value, dict) or not value:
+            raise self.error(key, f"{where}must be a mapping of fields (e.g. {{\"auid\": \"unset\"}}), "
+                                  f"not {json.dumps(value)}")
+        fields = []
+        for name, given in value.items():
+            if name not in CONDITION_FIELDS:
+                raise self.error(key, "{}unknown field {!r} (fields: {})".format(
+                    where, name, ", ".join(CONDITION_FIELDS)))
+            values = given if isinstance(given, list) else [given]
+            if not values:
+                raise self.error(key, f"{where}{name}: an empty list fits no event")
+            for item in values:
+                if not isinstance(item, str) or not item or len(item) > CONDITION_VALUE_MAX:
+                    raise self.error(key, f"{where}{name}: a value is a string of 1-{CONDITION_VALUE_MAX} "
+                                          f"characters, not {json.dumps(item)}")
+                if name == "success" and item not in ("yes", "no"):
+                    raise self.error(key, f"{where}success: must be \"yes\" or \"no\", not {json.dumps(item)}")
+                if name not in GLOB_FIELDS and any(c in item for c in GLOB_CHARS):
+                    raise self.error(key, f"{where}{name}: takes no glob (only {', '.join(GLOB_FIELDS)} do): "
+                                          f"{json.dumps(item)}")
+            fields.append((name, values))
+        return Condition(fields, json.dumps(value, sort_keys=False))
+
+    def conditions(self, key: str, many: bool) -> List[Condition]:
+        """`match` (one JSON object; many=False) or `ignore` (a JSON list of them)."""
+        if key not in self.values:
+            return []
+        try:
+            value = json.loads(self.values[key])
+        except ValueError as err:
+            raise self.error(key, f"not JSON: {err}")
+        if not many:
+            return [self.condition(key, value, "")]
+        if not isinstance(value, list):
+            raise self.error(key, f"must be a JSON list of mappings, not {json.dumps(value)}")
+        return [self.condition(key, item, f"[{index}] ") for index, item in enumerate(value)]
+
     def abspath(self, key: str, default: str) -> str:
         value = self.values.get(key, default).strip()
         if not value.startswith("/"):
@@ -147,6 +212,8 @@ class Section:
         """The password in the file the key names, which must be private: only the plugin's
         user (root) can read it, and only it can change it."""
         filename = self.abspath(key, "")
+        if not self.read_files:
+            return ""
         try:
             with open(filename, "rb") as handle:
                 info = os.fstat(handle.fileno())
@@ -162,10 +229,13 @@ class Section:
                                   "make it 0600")
         return secret
 
-    def tls_context(self, key: str) -> ssl.SSLContext:
+    def tls_context(self, key: str) -> Optional[ssl.SSLContext]:
         """A client TLS context that trusts exactly the CA bundle named by the key (PEM), with
-        certificate and host name verification as ssl.create_default_context sets them."""
+        certificate and host name verification as ssl.create_default_context sets them; None
+        when the files are not read."""
         filename = self.abspath(key, "")
+        if not self.read_files:
+            return None
         try:
             context = ssl.create_default_context(cafile=filename)
         except (OSError, ssl.SSLError) as err:
@@ -175,15 +245,17 @@ class Section:
         return context
 
 
-def load_config(path: str, arg_keys: List[str], must_exist: bool) -> Config:
-    """Read and validate the INI file; every problem is a ConfigError naming file/section/key."""
+def load_config(path: str, arg_keys: List[str], must_exist: bool, read_files: bool = True) -> Config:
+    """Read and validate the INI file; every problem is a ConfigError naming file/section/key.
+    read_files=False: the files that keys name (smtp_ca_file, smtp_password_file) are not
+    opened, only their paths checked; such a Config has no password and no CA bundle."""
     config = Config()
     config.path = path
     config.required = must_exist
     parser = _read_ini(path, must_exist)
 
     def section(name: str) -> Section:
-        return Section(path, name, parser[name] if parser.has_section(name) else {})
+        return Section(path, name, parser[name] if parser.has_section(name) else {}, read_files)
 
     _load_mail(config, section("mail"))
     _load_limits(config, section("limits"))
@@ -277,7 +349,10 @@ def _load_rules(config: Config, path: str, parser: configparser.ConfigParser) ->
             raise section.error("", f"a second rule named {rule_name!r}")
         if "keys" not in section:
             raise section.error("keys", "required")
-        config.rules.append(_rule(config, section, rule_name, section.keys("keys")))
+        rule = _rule(config, section, rule_name, section.keys("keys"))
+        rule.match = next(iter(section.conditions("match", many=False)), None)
+        rule.ignore = section.conditions("ignore", many=True)
+        config.rules.append(rule)
 
 
 def _rule(config: Config, section: Section, name: str, keys: List[str]) -> Rule:
@@ -295,3 +370,4 @@ def _load_tamper(config: Config, tamper: Section) -> None:
         raise tamper.error("enabled", f"must be yes or no, not {enabled!r}")
     if enabled == "yes":
         config.tamper = _rule(config, tamper, TAMPER_RULE, [TAMPER_RULE])
+        config.tamper.ignore = tamper.conditions("ignore", many=True)

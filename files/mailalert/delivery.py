@@ -19,12 +19,20 @@ from .spool import Spool
 from .status import Status
 from .transports import DeliveryError
 from .transports.sendmail import send_sendmail
-from .transports.smtp import send_smtp
+from .transports.smtp import SESSION_FACTOR, send_smtp
 
 QUEUE_SIZE = 1000  # names handed to the delivery worker; beyond that it re-scans the spool
 SHUTDOWN_DELIVERY = 10  # seconds (at least [mail] timeout) to deliver the queue at exit
 UNSPOOLED_MAX = 1000  # alerts held in memory when the spool cannot take them...
 UNSPOOLED_MAX_BYTES = 8 << 20  # ...and their bytes; beyond either, an alert is dropped
+
+
+def send(config: Config, data: bytes) -> None:
+    """One delivery attempt through the configured transport (DeliveryError, ValueError)."""
+    if config.transport == "smtp":
+        send_smtp(config, data)
+    else:
+        send_sendmail(config, data)
 
 
 class Deliverer(threading.Thread):
@@ -141,10 +149,7 @@ class Deliverer(threading.Thread):
         except OSError as err:  # kept: an I/O error may pass, and the file is all there is
             return self._failed(name, DeliveryError(f"cannot read it: {err}"))
         try:
-            if self.config.transport == "smtp":
-                send_smtp(self.config, data)
-            else:
-                send_sendmail(self.config, data)
+            send(self.config, data)
         except (DeliveryError, ValueError) as err:
             return self._failed(name, err if isinstance(err, DeliveryError) else DeliveryError(str(err)))
         self._delivered(name)
@@ -298,8 +303,10 @@ class Outbox:
 
     def close(self, timeout: int) -> None:
         """At exit: the worker gets a last chance to deliver (at least SHUTDOWN_DELIVERY
-        seconds); what it cannot stays in the spool for the next start."""
+        seconds); what it cannot stays in the spool for the next start. An attempt begun
+        just before the budget ends may take its own bound (an SMTP session SESSION_FACTOR
+        times timeout)."""
         if self.deliverer:
             budget = max(timeout, SHUTDOWN_DELIVERY)
             self.deliverer.stop(time.monotonic() + budget)
-            self.deliverer.join(budget + timeout + 1)
+            self.deliverer.join(budget + SESSION_FACTOR * timeout + 1)

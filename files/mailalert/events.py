@@ -253,3 +253,32 @@ def rule_loads_only(au) -> bool:
                 return False
         if not au.next_record():
             return True
+
+
+def find_fields(au, names, every=(), plain=()) -> dict:
+    """The named fields of the current event as (record type, raw value, value as auparse
+    interprets it): the first occurrence of each, and of those in `every` each one, in
+    record order. auparse searches the records (find_field), so only the fields asked for
+    are read (rule conditions, conditions.py). A quoted string is shown unquoted, as
+    auparse shows it, and a field in `plain` as it is: interpreting costs more than the
+    search (a user name, hex text), and is done only where it changes the value."""
+    found = {}  # type: dict
+    for name in names:
+        occurrences = found[name] = []
+        au.first_record()
+        located = _find(au, name)
+        while located:
+            try:
+                record_type = au.get_type_name() or ""
+            except LookupError:
+                record_type = ""
+            raw = _field_str(au)
+            if name in plain:
+                shown = raw
+            elif len(raw) >= 2 and raw[0] == raw[-1] == '"':
+                shown = unescape_octal(raw[1:-1]) if "\\" in raw else raw[1:-1]
+            else:
+                shown = _field_value(au)
+            occurrences.append((record_type, raw, shown))
+            located = name in every and _find(au)
+    return found

@@ -8,20 +8,29 @@ import select
 import stat
 import sys
 import time
-from collections import OrderedDict
 from typing import List, Optional, Tuple
 
 from .auparse_feed import Feeder
 from .compose import compose_alert, compose_digest, compose_tamper
+from .conditions import has_conditions, left_out, read_values, record_values
 from .config import Config, ConfigError, Rule, load_config
 from .delivery import Outbox
-from .events import Event, auparse, event_keys, read_event, rule_loads_only, timestamp
+from .events import (
+    Event,
+    Record,
+    auparse,
+    event_keys,
+    read_event,
+    rule_loads_only,
+    timestamp,
+)
 from .framing import MAX_LINE, LineFramer
 from .limits import RateLimiter
 from .log import Log, fstat_mode
 from .plugins_d import entry_active
 from .sifter import (
     EOE_TIMEOUT,
+    Candidates,
     EventSifter,
     key_pattern,
     mark_candidates,
@@ -31,10 +40,10 @@ from .spool import Spool
 from .status import Status, StatusFile
 from .tamper import TAMPER_TYPES, Tamper
 from .tamper_watch import TamperWatch
+from .text import escape_text
 
 TICK = 0.5  # seconds between timer duties (event aging, window ends, status file)
 READ_SIZE = 65536
-MAX_CANDIDATES = 10000  # serials of events whose key looked right, waiting for auparse
 EXIT_DRAIN = 1.0  # seconds to read what auditd still sends after its SIGTERM
 # The reference path: every line goes to auparse, as before the sifter (the differential
 # test and `make bench` set it; benchmarks/plugin_feed_everything.py).
@@ -54,7 +63,7 @@ class Plugin:
         self.arg_keys = arg_keys
         self.program = sys.argv[0]  # as auditd started it: its plugins.d entry names it
         self.pattern = key_pattern(config.rules, config.tamper is not None)
-        self.candidates = OrderedDict()  # type: OrderedDict  # serial -> None
+        self.candidates = Candidates()  # events whose key looked right, waiting for auparse
         self.limiter = RateLimiter()
         self.status = Status()
         self.spool = Spool(config.spool_dir)
@@ -65,11 +74,12 @@ class Plugin:
         self.under_auditd = not print_only and stat.S_ISSOCK(fstat_mode(0))
         self.tamper = TamperWatch(self.report_tamper, self.spool, self.status, print_only,
                                   self.under_auditd, log)
+        self.tamper.excuse = self.tamper_excuse
         self.au = auparse.AuParser(auparse.AUSOURCE_FEED, None)
         if hasattr(self.au, "set_eoe_timeout"):
             self.au.set_eoe_timeout(EOE_TIMEOUT)
         # auparse takes a plain function, not a bound method. The fast path is inlined:
-        # most events are rejected by a dict lookup on their serial.
+        # most events are rejected by a dict lookup on their time stamp.
         candidates = self.candidates
         ready = auparse.AUPARSE_CB_EVENT_READY
 
@@ -77,7 +87,7 @@ class Plugin:
             try:
                 if cb_type == ready and candidates:
                     stamp = timestamp(au)
-                    if stamp is not None and stamp.serial in candidates:
+                    if stamp is not None and stamp in candidates:
                         self.on_candidate(au)
             except Exception as err:  # noqa: BLE001 - raised into auparse, it breaks feed()
                 self.log.error(f"event skipped: {type(err).__name__}: {err}")
@@ -87,7 +97,7 @@ class Plugin:
         # Which lines reach auparse: those of events that may match (the sifter), or all of
         # them (FEED_EVERYTHING, the reference for the differential test and `make bench`).
         self.feed_everything = FEED_EVERYTHING
-        self.sifter = EventSifter(self.pattern, self.feeder.feed, self._mark_candidate)
+        self.sifter = EventSifter(self.pattern, self.feeder.feed, self.candidates.mark)
         self.framer = LineFramer(self._feed_lines, self.status, log)
 
     # -- a HUP: the config anew
@@ -160,17 +170,11 @@ class Plugin:
     def _feed_lines(self, lines: bytes) -> None:
         """Scan and feed complete lines (from the LineFramer: none longer than MAX_LINE)."""
         if self.feed_everything:
-            mark_candidates(self.pattern, lines, self._mark_candidate)
+            mark_candidates(self.pattern, lines, self.candidates.mark)
             self.feeder.feed(lines)
         else:
             self.sifter.pattern = self.pattern  # a reload may have changed the keys
             self.sifter.sift(lines)
-
-    def _mark_candidate(self, serial: int) -> None:
-        """The event with this serial may match: the callback hands it to on_candidate."""
-        self.candidates[serial] = None
-        if len(self.candidates) > MAX_CANDIDATES:
-            self.candidates.popitem(last=False)
 
     def finish_input(self) -> None:
         """End of input: a last line without its newline still counts; auparse hands over
@@ -185,12 +189,14 @@ class Plugin:
             self.log.warning(f"input lines longer than {MAX_LINE} bytes dropped: {self.status.long_lines}")
 
     def on_candidate(self, au) -> None:
-        serial = timestamp(au).serial
-        self.candidates.pop(serial, None)
+        stamp = timestamp(au)
         try:
+            record_type, keys = event_keys(au)
+            if keys or record_type in TAMPER_TYPES:  # the part with the candidate record
+                self.candidates.done(stamp)
             self.handle(au)
         except Exception as err:  # noqa: BLE001 - a bad event must never stop the plugin
-            self.log.error(f"event {serial} skipped: {type(err).__name__}: {err}")
+            self.log.error(f"event {stamp.serial} skipped: {type(err).__name__}: {err}")
 
     def handle(self, au) -> None:
         record_type, keys = event_keys(au)
@@ -208,12 +214,47 @@ class Plugin:
             key = next((k for k in rule.keys if k in keys), None)
             if key is not None:
                 matches.append((rule, key))
+        conditional = [rule for rule, _key in matches if has_conditions(rule)]
+        if conditional:  # only the fields the conditions name, searched by auparse
+            values = read_values(au, conditional, node=self.print_only)
+            matches = [(rule, key) for rule, key in matches if not self.left_out(rule, key, values, au)]
         if not matches:
             return
         event = read_event(au)
         token = self.spool.verify_token(event.ppid, self.log) if event.ppid else None
         for rule, key in matches:
             self.accept(rule, key, event, token)
+
+    def left_out(self, rule: Rule, key: str, values: dict, au) -> bool:
+        """Whether a condition of the rule leaves this event out: then it is counted under
+        the rule (status.json's ignored), and with --print said on stderr, never mailed."""
+        reason = left_out(rule, values) if has_conditions(rule) else None
+        if reason is None:
+            return False
+        self.count_ignored(rule.name)
+        if self.print_only:
+            stamp = timestamp(au)
+            self.say(f"not mailed: event {stamp.sec}.{stamp.milli:03d}:{stamp.serial}@{values['node'][0]} "
+                     f"key {key} rule {rule.name}: {reason}")
+        return True
+
+    def tamper_excuse(self, records: List[Record]) -> Optional[str]:
+        """TamperWatch asks whether the tamper rule's ignore excuses an event's findings."""
+        rule = self.config.tamper
+        if rule is None or not rule.ignore:
+            return None
+        return left_out(rule, record_values(records, [rule]))
+
+    def count_ignored(self, name: str) -> None:
+        with self.status.lock:
+            self.status.ignored[name] = self.status.ignored.get(name, 0) + 1
+            self.status.changed = True
+
+    @staticmethod
+    def say(text: str) -> None:
+        """One line on stderr (--print): what a user testing conditions wants to see."""
+        sys.stderr.write(escape_text(text, 2000) + "\n")
+        sys.stderr.flush()
 
     def accept(self, rule: Rule, key: str, event: Event, token: Optional[str]) -> None:
         """Rate-limit, compose, and spool (or print) one alert."""

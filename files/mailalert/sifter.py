@@ -4,7 +4,8 @@ auparse groups records into events by their time stamp (node, seconds, milliseco
 serial) and ends an event at a record of a "last record" type (EOE, PROCTITLE, the
 single-record user and daemon types), or when a record at least EOE_TIMEOUT seconds
 newer is added (or at feed_age_events, or flush_feed). The sifter groups the same way,
-with the same rules, so that auparse gets every record of every event that holds a
+with the same rules (save where auparse 3.0.9 splits an event: LAST_RECORD_TYPES; the
+sifter feeds it whole), so that auparse gets every record of every event that holds a
 candidate record (a key field that may hold a watched key, or a type of
 ALWAYS_CANDIDATE_TYPES), each event's records in stream order, and nothing else in the
 common case.
@@ -30,17 +31,27 @@ from .config import Rule
 from .tamper import TAMPER_TYPES
 
 EOE_TIMEOUT = 1  # seconds after which auparse completes an event that got no EOE record
-# A record's serial: "[node=N ]type=T msg=audit(SEC.MILLI:SERIAL):"
-SERIAL_RE = re.compile(rb"(?:node=\S+ )?type=\S+ msg=audit\(\d+\.\d+:(\d+)\)")
+# A record's time stamp: "[node=N ]type=T msg=audit(SEC.MILLI:SERIAL):" (N, SEC, MILLI, SERIAL)
+SERIAL_RE = re.compile(rb"(?:node=(\S+) )?type=\S+ msg=audit\((\d+)\.(\d+):(\d+)\)")
 # Events holding a record of one of these types always reach auparse, whatever their key:
 # the tamper rule's records (extend TAMPER_TYPES to add one).
 ALWAYS_CANDIDATE_TYPES = tuple(kind.encode() for kind in TAMPER_TYPES)
 
 
 # The record types after which auparse 3.0.9 ends an event at once (probed by feeding it
-# each type it knows followed by a second record of the same time stamp). LOGIN is left
-# out: newer versions let a syscall record follow it. A type missing here only costs
-# speed (its event waits for EOE or the timeout); one too many would cut events apart.
+# each type it knows followed by a second record of the same time stamp). It ends an event
+# at the record just added when its type is EOE, PROCTITLE, KERNEL, a NetLabel type
+# (MAC_UNLBL_ALLOW to MAC_CALIPSO_DEL), 2100 or above, or below 1300: LOGIN, USER, and every
+# type whose name it does not know (a newer node's LANDLOCK_ACCESS reads as -1). A record of
+# such a type that comes before the last record of its time stamp splits the event: auparse
+# hands over the records up to it as one event and the rest as another event of the same
+# time stamp (the kernel logs LOGIN before the SYSCALL record of its write). The sifter
+# does not split: it ends its groups at this list only, and LOGIN (which newer auparse
+# versions no longer end at) and the names it cannot know are not on it, so it feeds a
+# split event whole; each part is an event of its own to match, and a part without the
+# candidate record does not use the mark up (Candidates). A type missing here costs speed
+# in the sifter (its group waits for EOE or the timeout); one too many would end a group
+# whose later records auparse still adds to the event.
 LAST_RECORD_TYPES = frozenset(b"""
     EOE PROCTITLE KERNEL USER USER_AUTH USER_ACCT USER_MGMT CRED_ACQ CRED_DISP USER_START
     USER_END USER_AVC USER_CHAUTHTOK USER_ERR CRED_REFR USYS_CONFIG USER_LOGIN USER_LOGOUT
@@ -71,6 +82,7 @@ LAST_RECORD_TYPES = frozenset(b"""
 SIFT_BUFFER_MAX = 2 << 20  # bytes of undecided events held; beyond, they are fed to auparse
 SIFT_OPEN_MAX = 10000  # events open at once (held or passing through); beyond, the oldest goes
 CARRY_MAX = 256 << 10  # bytes of an unfinished event at the end of a chunk kept for the next
+MAX_CANDIDATES = 10000  # marked events waiting for auparse (Candidates); beyond, the oldest goes
 # An event whose one change record loads a rule that is not on the exclude list (auditctl
 # -a/-w, augenrules --load, one per rule): never an alert (its first record is of a
 # TAMPER_TYPES type) nor a tamper finding (events.rule_loads_only), so it need not reach
@@ -80,8 +92,11 @@ CARRY_MAX = 256 << 10  # bytes of an unfinished event at the end of a chunk kept
 RULE_LOAD_RE = re.compile(rb"(?:node=[^ \n]+ )?type=CONFIG_CHANGE msg=audit\([0-9.:]+\):[^\n\x1d]*? op=add_rule "
                           rb"(?![^\n\x1d]*? list=5 )")
 CHANGE_RECORD = b"type=CONFIG_CHANGE "
-# One record's head as auparse reads it: [node=N ]type=T msg=audit(SEC.MILLI:SERIAL):
-RECORD_HEAD_RE = re.compile(rb"(?:node=([^ \n]+) )?type=([^ \n]+) msg=audit\(([0-9]+)\.([0-9]+):([0-9]+)\):")
+# One record's head as auparse reads it: [node=N ]type=T msg=audit(SEC.MILLI:SERIAL). The
+# kernel writes `): ` after it; auparse reads the stamp up to the `)` and ignores what
+# follows in that word, so a record without the colon (a saved or forged log) is one of
+# its event all the same, and its key is read: it must be grouped and marked like any.
+RECORD_HEAD_RE = re.compile(rb"(?:node=([^ \n]+) )?type=([^ \n]+) msg=audit\(([0-9]+)\.([0-9]+):([0-9]+)\)")
 
 
 def _alternation(words) -> bytes:
@@ -139,8 +154,9 @@ class _Open:
 class EventSifter:
     """Takes the stream in chunks of whole lines; hands auparse (`feed`) the lines of every
     event that may match (each event's in stream order; held ones when their event turns
-    out to be a candidate) and calls `mark(serial)` for each of its candidate records. `age(now)` mirrors auparse's feed_age_events, `finish()` its
-    flush_feed: call them just before those."""
+    out to be a candidate) and calls `mark(node, sec, milli, serial)` (Candidates.mark) for
+    each of its candidate records. `age(now)` mirrors auparse's feed_age_events, `finish()`
+    its flush_feed: call them just before those."""
 
     def __init__(self, pattern: "re.Pattern", feed, mark) -> None:
         self.pattern = pattern
@@ -207,7 +223,8 @@ class EventSifter:
             return False
         if RULE_LOAD_RE.match(data, start) and data.count(CHANGE_RECORD, start, stop) == 1:
             return False
-        self.mark(int(RECORD_HEAD_RE.match(data, start).group(5)))
+        node, _kind, sec, milli, serial = RECORD_HEAD_RE.match(data, start).groups()
+        self.mark(node, sec, milli, serial)
         return True
 
     def _line(self, data: bytes, pos: int, out: List[bytes]) -> int:
@@ -220,18 +237,18 @@ class EventSifter:
             return stop
         node, kind, sec, milli, serial = head.groups()
         key = (node, int(sec), int(milli), int(serial))
-        sec = key[1]
         candidate = kind in ALWAYS_CANDIDATE_TYPES or self.pattern.search(line) is not None
-        ended_passing = self._age_open(sec) if self.open and sec >= self.oldest + EOE_TIMEOUT else False
+        seconds = key[1]
+        ended_passing = self._age_open(seconds) if self.open and seconds >= self.oldest + EOE_TIMEOUT else False
         event = self.open.get(key)
         if event is None:
-            if not self.open or sec < self.oldest:
-                self.oldest = sec
-            event = self.open[key] = _Open(sec)
+            if not self.open or seconds < self.oldest:
+                self.oldest = seconds
+            event = self.open[key] = _Open(seconds)
             if len(self.open) > SIFT_OPEN_MAX:
                 self._evict(out)
         if candidate:
-            self.mark(key[3])
+            self.mark(node, sec, milli, serial)
         if event.records is not None and (candidate or ended_passing):
             # It may match (or this record must reach auparse to end an event there, as
             # it would without the sifter): its held records go first, then all of it.
@@ -321,18 +338,49 @@ def key_pattern(rules: List[Rule], tamper: bool = False) -> "re.Pattern":
 
 
 def mark_candidates(pattern: "re.Pattern", lines: bytes, mark) -> None:
-    """The reference path's scan (FEED_EVERYTHING): `mark(serial)` for each record whose key
-    looks watched and each record of ALWAYS_CANDIDATE_TYPES, as the sifter marks them."""
+    """The reference path's scan (FEED_EVERYTHING): `mark(node, sec, milli, serial)` for each
+    record whose key looks watched and each record of ALWAYS_CANDIDATE_TYPES, as the sifter
+    marks them."""
     for match in pattern.finditer(lines):
         line = lines.rfind(b"\n", 0, match.start()) + 1
         found = SERIAL_RE.match(lines, line)
         if found:
-            mark(int(found.group(1)))
+            mark(*found.groups())
     for needle in ALWAYS_CANDIDATE_NEEDLES:
         at = lines.find(needle)
         while at >= 0:
             line = lines.rfind(b"\n", 0, at) + 1
-            found = ALWAYS_CANDIDATE_RE.match(lines, line - 1 if line else 0)
-            if found:
-                mark(int(found.group(1)))
+            if ALWAYS_CANDIDATE_RE.match(lines, line - 1 if line else 0):
+                mark(*SERIAL_RE.match(lines, line).groups())
             at = lines.find(needle, at + 1)
+
+
+class Candidates:
+    """The events that may match, each named by its whole time stamp (node, seconds,
+    milliseconds, serial) as auparse hands it over: an aggregating auditd forwards several
+    nodes, each counting its own serials, so a serial alone names no event. A mark holds
+    until auparse hands over the part of its event that holds the candidate record (`done`):
+    auparse may split one time stamp's records into several events (LAST_RECORD_TYPES), and
+    a part without that record does not use the mark up. At most MAX_CANDIDATES marks are
+    kept; beyond, the oldest goes."""
+
+    def __init__(self) -> None:
+        self.marks = OrderedDict()  # type: OrderedDict  # (node or None, sec, milli, serial) -> None
+
+    def mark(self, node: Optional[bytes], sec: bytes, milli: bytes, serial: bytes) -> None:
+        """A candidate record's stamp, as the record's head spells it."""
+        self.marks[(node.decode("utf-8", "replace") if node else None, int(sec), int(milli),
+                    int(serial))] = None
+        if len(self.marks) > MAX_CANDIDATES:
+            self.marks.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self.marks)
+
+    def __contains__(self, stamp) -> bool:
+        """Whether the event auparse hands over (its get_timestamp()) is marked."""
+        return (stamp.host, stamp.sec, stamp.milli, stamp.serial) in self.marks
+
+    def done(self, stamp) -> None:
+        """The part of the event that holds its candidate record was handed over."""
+        self.marks.pop((stamp.host, stamp.sec, stamp.milli, stamp.serial), None)

@@ -22,6 +22,40 @@ SPOOL_MAX_FILES = 10000  # alerts waiting in queue/ (an MTA down for long)...
 SPOOL_MAX_BYTES = 256 << 20  # ...and their bytes; beyond either, an alert is held in memory
 MAINTENANCE_MAX = 900  # seconds: the longest window a marker can hold open
 MAX_DEPLOYED_BYTES = 16 << 20  # deployed.json: 10,000 rules of the longest kind fit  # seconds: the longest window the role's marker can open
+# A verification request (verify/<pid>) is honoured for this long after it was written (its
+# mtime), and only while the process that wrote it runs: the module writes it just before
+# the command whose event it marks. Older ones, and those of ended processes, are removed.
+VERIFY_MAX_AGE = 600
+VERIFY_CLOCK_SLACK = 2  # seconds a request's mtime may lie ahead of the clock
+
+
+def process_start(pid: str) -> Optional[str]:
+    """When process PID started (clock ticks after boot: field 22 of /proc/PID/stat), or None
+    when there is none. With the pid it names one process: a later process that gets the
+    same pid started later."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            raw = handle.read(4096)
+    except OSError:
+        return None
+    fields = raw[raw.rfind(b")") + 2:].split()  # after the command name, which may hold anything
+    return fields[19].decode("ascii", "replace") if len(fields) > 19 else None
+
+
+def stale_request(pid: str, fields: List[str], mtime: float) -> Optional[str]:
+    """Why the verification request of process PID (its words, its mtime) no longer holds:
+    it is older than VERIFY_MAX_AGE, or PID has ended, or PID is another process than the
+    one that wrote it (its start time is not the one the request names). None if it holds."""
+    age = time.time() - mtime
+    if not -VERIFY_CLOCK_SLACK <= age <= VERIFY_MAX_AGE:
+        return f"written {age:.0f} s ago (a request holds for {VERIFY_MAX_AGE} s)"
+    start = process_start(pid)
+    if start is None:
+        return f"process {pid} has ended"
+    named = fields[1] if len(fields) > 1 else "none"
+    if named != start:
+        return f"process {pid} is not the one that wrote it (start time {start}, the request names {named})"
+    return None
 
 
 class SpoolFull(OSError):
@@ -148,6 +182,7 @@ class Spool:
         self.status_path = os.path.join(directory, "status.json")
         self.maintenance_path = os.path.join(directory, "maintenance")
         self.deployed_path = os.path.join(directory, "deployed.json")
+        self.watchdog_path = os.path.join(directory, "watchdog.json")
         self.bad_count = 0  # files in bad/: counted at start, plus those moved there since
         self._seq = 0
         self._lock = threading.Lock()  # guards _seq, _sizes and _bytes: two threads use them
@@ -167,6 +202,7 @@ class Spool:
                 pass
             check_private_dir(path, follow=False)
             self._remove_leftovers(path)
+        self.remove_stale_requests()
         self.bad_count = len([n for n in os.listdir(self.bad_dir) if not n.startswith(".")])
         for name in self.names():
             try:
@@ -314,24 +350,86 @@ class Spool:
             return None
         return raw
 
+    def read_watchdog(self, log: Log) -> Optional[dict]:
+        """The watchdog's state `<dir>/watchdog.json` (the outage it mailed); None when there
+        is none, or it is no root-only regular file, or no JSON object."""
+        raw = self._read_root_file(self.watchdog_path, 4096, log, "watchdog state")
+        try:
+            document = json.loads(raw.decode()) if raw is not None else None
+        except ValueError:
+            return None
+        return document if isinstance(document, dict) else None
+
+    def write_watchdog(self, data: bytes) -> None:
+        """Write watchdog.json whole (root-only), through watchdog.json.tmp."""
+        temporary = self.watchdog_path + ".tmp"
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+        write_whole(temporary, self.watchdog_path, data, 0o600, durable=False)
+
     def write_status(self, document: dict) -> None:
         """Write status.json anew (replace_file: never through a planted link)."""
         replace_file(self.status_path, json.dumps(document, indent=1, sort_keys=True).encode())
 
     def verify_token(self, ppid: str, log: Log) -> Optional[str]:
-        """The token of a verification request `<dir>/verify/<ppid>`, if there is one."""
+        """The token of the verification request `<dir>/verify/<ppid>` when there is one that
+        holds (stale_request): `TOKEN START`, START the start time of process PPID. A stale
+        request is removed (logged): it is never honoured again."""
         if not ppid.isdigit():
             return None
-        try:
-            fd = os.open(os.path.join(self.verify_dir, ppid), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError:
-            return None  # none, or a symbolic link (not followed)
-        try:
-            raw = os.read(fd, 128) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
-        finally:
-            os.close(fd)
-        token = raw.decode("ascii", "replace").strip()
-        if not TOKEN_RE.match(token):
+        path = os.path.join(self.verify_dir, ppid)
+        request = self._read_request(path)
+        if request is None:
+            return None
+        fields, mtime = request
+        why = stale_request(ppid, fields, mtime)
+        if why is not None:
+            log.warning(f"verify request {path} removed: {why}")
+            self._remove_request(path)
+            return None
+        if not TOKEN_RE.match(fields[0]) or len(fields) != 2:
             log.warning(f"verify request {self.verify_dir}/{ppid} holds no valid token; ignored")
             return None
-        return token
+        return fields[0]
+
+    def remove_stale_requests(self) -> List[str]:
+        """Remove the verification requests that no longer hold (a module ended by SIGKILL
+        leaves its request behind); the pids whose requests were removed."""
+        try:
+            names = os.listdir(self.verify_dir)
+        except OSError:
+            return []
+        removed = []
+        for name in names:
+            path = os.path.join(self.verify_dir, name)
+            request = self._read_request(path) if name.isdigit() else None
+            if request is not None and stale_request(name, *request) is not None:
+                self._remove_request(path)
+                removed.append(name)
+        return removed
+
+    @staticmethod
+    def _read_request(path: str) -> Optional[tuple]:
+        """A request's words and mtime; None when there is none, or it is no regular file (a
+        symbolic link is not followed)."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                return None
+            raw = os.read(fd, 128)
+        finally:
+            os.close(fd)
+        return raw.decode("ascii", "replace").split() or [""], info.st_mtime
+
+    @staticmethod
+    def _remove_request(path: str) -> None:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass  # gone already (the module removed it), or it cannot be: it stays stale

@@ -37,6 +37,7 @@ class Status:
         # The kernel state's losses mailed and not undone (StateWatch.reported, as JSON):
         # the next plugin does not mail them again.
         self.tamper_reported = []  # type: list
+        self.ignored = {}  # type: dict  # rule name -> events its conditions left out
         self.changed = True
 
     def document(self, now: float, rules: dict) -> dict:
@@ -94,7 +95,8 @@ class StatusFile:
         now = time.time()
         if not force and (not self.status.changed or now - self.written < STATUS_INTERVAL):
             return
-        document = self.status.document(now, {rule.name: limiter.row(rule) for rule in rules})
+        document = self.status.document(now, {rule.name: dict(limiter.row(rule), ignored=self.status.ignored.get(
+            rule.name, 0)) for rule in rules})
         self.written = now
         try:
             self.spool.write_status(document)

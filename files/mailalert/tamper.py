@@ -188,7 +188,10 @@ def sender_description(pid: int, uid: int) -> str:
     parts = [f"pid={pid}", f"uid={_user_name(uid)}({uid})"]
     base = f"/proc/{pid}"
     try:
-        parts.append("exe=" + os.readlink(base + "/exe"))
+        try:
+            parts.append("exe=" + os.readlink(base + "/exe"))
+        except PermissionError:  # the kernel's ptrace check: SELinux (docs/selinux.md), capabilities
+            parts.append("exe=(not readable)")
         with open(base + "/loginuid") as handle:
             auid = handle.read().strip()
         if auid != UNSET_ID:
@@ -197,6 +200,8 @@ def sender_description(pid: int, uid: int) -> str:
             session = handle.read().strip()
         if session != UNSET_ID:
             parts.append(f"ses={session}")
+    except PermissionError:
+        parts.append("(its /proc entry is not readable)")
     except (OSError, ValueError):
         parts.append("(the sender has exited)")
     return " ".join(escape_text(part, FIELD_MAX) for part in parts)

@@ -123,6 +123,9 @@ class TamperWatch:
         self.check_soon = None  # type: Optional[float]  # ...sooner, after a change record
         self.waited: Set[Finding] = set()  # findings held one read for their records
         self.previous_reported = []  # type: list  # what the plugin before this one mailed
+        # The tamper rule's ignore (conditions.py): records -> why they are excused, or None.
+        self.excuse = None
+        self.excused = []  # type: List[Tamper]  # excused record findings waiting for the state
 
     def start(self, rules: List[Rule]) -> None:
         """Under auditd: the first read of the kernel's state (the deployed one)."""
@@ -158,12 +161,16 @@ class TamperWatch:
         stamp = timestamp(au)
         ppid = next((r.raw["ppid"] for r in records if "ppid" in r.raw), "")
         token = self.spool.verify_token(ppid, self.log) if ppid and not self.print_only else None
+        reason = self.excuse(records) if self.excuse is not None else None
         for finding in findings:
             finding.when = stamp.sec + stamp.milli / 1000.0
             finding.node = node
             finding.event_id = f"{stamp.sec}.{stamp.milli:03d}:{stamp.serial}@{node}"
             finding.token = token
-            self.observe(finding)
+            if reason is not None:
+                self._excused(finding, reason)
+            else:
+                self.observe(finding)
 
     def observe(self, tamper: Tamper) -> None:
         """A finding from the audit stream. Another node's (an aggregating auditd) is that
@@ -185,6 +192,21 @@ class TamperWatch:
             self._report(tamper)
             return
         self._add_to_burst(tamper)
+
+    def _excused(self, tamper: Tamper, reason: str) -> None:
+        """A record finding that the tamper rule's ignore excuses: logged and counted, never
+        mailed; the state's finding of the same change is not mailed either (_check_state)."""
+        if tamper.kind in ("auditd-stopped", "auditd-aborted") and tamper.node == HOSTNAME:
+            self.auditd_ended = True
+            with self.status.lock:
+                self.status.auditd_ended = True
+        self.log.info(f"tamper finding {tamper.kind} (event {tamper.event_id}) not mailed: rule tamper: {reason}")
+        with self.status.lock:
+            self.status.ignored["tamper"] = self.status.ignored.get("tamper", 0) + 1
+            self.status.changed = True
+        if self.state is not None and tamper.node == HOSTNAME and tamper.kind in SAME_CHANGE:
+            self.excused.append(tamper)
+            self.check_soon = time.monotonic() + BURST_QUIET
 
     def _add_to_burst(self, tamper: Tamper) -> None:
         now = time.monotonic()
@@ -219,6 +241,7 @@ class TamperWatch:
         a record finding that the state does not show (undone already, or the role's work
         held back) is judged on its own."""
         pending, self.pending = self.pending, []
+        excused, self.excused = self.excused, []
         found = self.state.check(self.window_open())
         reported = findings_json(self.state.reported)
         if reported != self.status.tamper_reported:
@@ -233,11 +256,13 @@ class TamperWatch:
                 self._report(record)
             return
         if not last:  # at exit there is no later read to wait for
-            found = self._wait_for_records(found, pending)
+            found = self._wait_for_records(found, pending + excused)
         incident = []
         for finding in found:
             behind = [r for r in pending if finding.kind in SAME_CHANGE.get(r.kind, ())]
             pending = [r for r in pending if r not in behind]
+            if not behind and any(finding.kind in SAME_CHANGE.get(r.kind, ()) for r in excused):
+                continue  # the change of an excused actor (the tamper rule's ignore)
             incident.append(merged(finding, behind, self.state.last.status))
         if incident:
             self._report(one_incident(incident))

@@ -13,10 +13,12 @@ This file is the modules' one owner of those contracts (docs/design.md).
 
 import collections
 import configparser
+import contextlib
 import email.parser
 import json
 import os
 import re
+import signal
 import stat
 import tempfile
 from typing import List, Optional, Tuple
@@ -283,19 +285,30 @@ def read_maintenance(spool_dir: str) -> Optional[Maintenance]:
     return parse_maintenance(raw.decode("ascii", "replace"))
 
 
+def process_start(pid: int) -> str:
+    """When process PID started (clock ticks after boot: field 22 of /proc/PID/stat). With
+    the pid it names one process: a later process that gets the same pid started later."""
+    with open(f"/proc/{pid}/stat", "rb") as handle:
+        raw = handle.read(4096)
+    return raw[raw.rfind(b")") + 2:].split()[19].decode("ascii")
+
+
 def write_verify_request(spool_dir: str, pid: int, token: str) -> str:
-    """Write <spool>/verify/<pid> with TOKEN, atomically; returns its path. The plugin
-    marks the alerts and tamper mails of events whose SYSCALL ppid is PID."""
+    """Write <spool>/verify/<pid>, "TOKEN START" with START the start time of process PID,
+    atomically; returns its path. The plugin marks the alerts and tamper mails of events
+    whose SYSCALL ppid is PID while the request is younger than VERIFY_MAX_AGE and process
+    PID, the same one (START), runs."""
     if not VERIFY_TOKEN.match(token):
         raise ValueError(f"verify token must match {VERIFY_TOKEN.pattern}")
     directory = os.path.join(spool_dir, VERIFY_DIR)
     if not os.path.isdir(directory):
         os.mkdir(directory, 0o700)
     path = os.path.join(directory, str(pid))
+    content = f"{token} {process_start(pid)}\n"
     descriptor, temporary = tempfile.mkstemp(prefix=f".{pid}.", dir=directory)
     try:
         with os.fdopen(descriptor, "w") as handle:
-            handle.write(token + "\n")
+            handle.write(content)
         os.rename(temporary, path)
     except BaseException:
         os.unlink(temporary)
@@ -309,3 +322,28 @@ def remove_verify_request(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+@contextlib.contextmanager
+def request_removed_at_end(path: str):
+    """Remove the verify request at PATH when the block ends: on return, on an error, and
+    when SIGTERM or SIGHUP end the module (a cancelled task, a lost connection), which skip
+    every `finally`. Such a signal removes the request, then ends the module as it would
+    have (the default action, raised again). A signal the module ignores or handles itself
+    is left to it."""
+    signals = [number for number in (signal.SIGTERM, signal.SIGHUP)
+               if signal.getsignal(number) == signal.SIG_DFL]
+
+    def ended(number, _frame):
+        remove_verify_request(path)
+        signal.signal(number, signal.SIG_DFL)
+        os.kill(os.getpid(), number)
+
+    for number in signals:
+        signal.signal(number, ended)
+    try:
+        yield
+    finally:
+        remove_verify_request(path)
+        for number in signals:
+            signal.signal(number, signal.SIG_DFL)

@@ -71,7 +71,7 @@ class TamperCheck:
         token = str(uuid.uuid4())
         request = alert_plugin.write_verify_request(self.spool_dir, os.getpid(), token)
         self.result["token"] = token
-        try:
+        with alert_plugin.request_removed_at_end(request):
             started = time.time()
             error = self.remove_and_restore(rules)
             if error:
@@ -79,8 +79,6 @@ class TamperCheck:
             removed = verify_hops.hop("tamper_removed", True, "removed and put back: "
                                       + "; ".join(rules))
             message = self.wait_for_mail(started, token)
-        finally:
-            alert_plugin.remove_verify_request(request)
         if message is None:
             hops = verify_hops.tamper_after(self.look_after(started, token, before))
             return [removed, *hops], self.result

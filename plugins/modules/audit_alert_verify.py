@@ -19,7 +19,9 @@ description:
     command it runs. The plugin marks the alert for that event with
     C(X-Audit-Verify) and never holds it back or counts it against its rate limit,
     so a verification works even while the limit holds ordinary alerts back.
-    The module removes its request when it is done.
+    The module removes its request when it is done, also when SIGTERM or SIGHUP end it.
+    The plugin honours a request only for 600 seconds after it was written and only while
+    the module's process (the same one, by its start time) runs.
   - When no alert comes it fails with a message that names the first broken hop of the
     chain, and returns every hop it checked in RV(hops).
   - The command runs directly (no shell), as a child of the module process, so the
@@ -300,6 +302,7 @@ tamper:
       sample: 1.204
 """
 
+import contextlib
 import os
 import pwd
 import re
@@ -451,15 +454,13 @@ class Verification:
         """Run the command and wait for its alert; the alert, or fail naming the hop."""
         before = self.snapshot()
         token = str(uuid.uuid4()) if self.params["verify_marker"] else None
-        request = self.write_request(token) if token else None
-        try:
+        with contextlib.ExitStack() as request:
+            if token:
+                request.enter_context(alert_plugin.request_removed_at_end(self.write_request(token)))
             started = time.time()
             rc, _out, _err = self.module.run_command(self.argv)
             self.result["rc"] = rc
             events, alert = self.wait_for_alert(started, token)
-        finally:
-            if request:
-                alert_plugin.remove_verify_request(request)
 
         if alert is None:
             self.hops.extend(verify_hops.after_command(

@@ -87,6 +87,38 @@ def test_smtp_password_file_must_be_owned_by_the_plugins_user(tmp_path):
     assert run_plugin(["--config", config, "--print"]).returncode == 0
 
 
+@pytest.mark.parametrize("address", ["-oQ/tmp/x", "ops(team)", "sec:x"])
+def test_check_config_refuses_as_the_start_does(tmp_path, address):
+    """--check-config: the start's own check, the problem on stdout, exit 2 (the role
+    reports it naming its variable)."""
+    config = write_config(tmp_path, f"[mail]\nto = root\n[rule r]\nkeys = k\nto = {address}\n")
+    start = run_plugin(["--config", config, "--print"])
+    check = run_plugin(["--config", config, "--check-config"])
+    assert (start.returncode, check.returncode) == (2, 2), (start, check)
+    assert check.stdout.decode() == f"{config}: [rule r] to: not a plain mail address (user or user@domain): {address!r}\n"
+    assert check.stdout.decode().split(": ", 1)[1] in start.stderr.decode()
+
+
+def test_check_config_accepts_a_good_config_silently(tmp_path):
+    config = write_config(tmp_path, "[mail]\nto = root, ops@example.com\n" + GOOD_RULE)
+    check = run_plugin(["--config", config, "--check-config"])
+    assert (check.returncode, check.stdout, check.stderr) == (0, b"", b"")
+
+
+def test_check_config_without_files_checks_only_their_paths(tmp_path):
+    """The role checks on the controller a config whose CA bundle and password file are on
+    the target: --without-files leaves them unopened, and still refuses a relative path."""
+    text = ("[mail]\ntransport = smtp\nsmtp_host = relay\nsmtp_ca_file = /nonexistent/ca.pem\n"
+            "smtp_user = alert\nsmtp_password_file = /nonexistent/pass\n" + GOOD_RULE)
+    config = write_config(tmp_path, text)
+    full = run_plugin(["--config", config, "--check-config"])
+    assert full.returncode == 2 and b"[mail] smtp_ca_file: cannot load the CA bundle" in full.stdout, full
+    assert run_plugin(["--config", config, "--check-config", "--without-files"]).returncode == 0
+    relative = write_config(tmp_path, text.replace("/nonexistent/pass", "pass"))
+    result = run_plugin(["--config", relative, "--check-config", "--without-files"])
+    assert result.returncode == 2 and b"[mail] smtp_password_file: must be an absolute path" in result.stdout
+
+
 def test_explicit_config_that_does_not_exist_is_refused(tmp_path):
     result = run_plugin(["--config", tmp_path / "missing.conf", "--print", "k"])
     assert result.returncode == 2

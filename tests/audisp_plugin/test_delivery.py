@@ -68,7 +68,7 @@ def test_status_file_reports_rules_queue_and_delivery(tmp_path, fake_sendmail):
     assert flood["keys"] == ["amx-flood"] and flood["sent"] == 4
     assert flood["held"] == 0, "the held events went into the digest at exit"
     assert flood["window_end"] > status["updated"]
-    assert status["rules"]["hostile"] == {"keys": ["amx-hostile"], "window_end": None,
+    assert status["rules"]["hostile"] == {"keys": ["amx-hostile"], "window_end": None, "ignored": 0,
                                           "sent": 0, "held": 0}
 
 

@@ -61,29 +61,3 @@ def test_digest_groups_identical_subject_action_object():
     assert re.search(r"^ +5  root / opened-file / /etc/shadow$", body, re.MULTILINE)
     assert re.search(r"^ +2  root / opened-file / /etc/passwd$", body, re.MULTILINE)
     assert "Held back: 7" in body
-
-
-def test_verification_alert_is_neither_held_nor_counted(tmp_path):
-    data = log_bytes("flood")
-    events = events_with_key(data, "amx-flood")
-    ppids = set(re.findall(rb"type=SYSCALL .* ppid=(\d+) .*key=\"amx-flood\"", data))
-    assert len(ppids) == 1, "the flood was made by one shell"
-    (tmp_path / "spool" / "verify").mkdir(parents=True)
-    (tmp_path / "spool" / "verify" / ppids.pop().decode()).write_text("tok-123\n")
-    messages = print_messages(
-        tmp_path, "[spool]\ndir = {}\n[rule flood]\nkeys = amx-flood\nmax_mails = 1\n".format(
-            tmp_path / "spool"), data)
-    assert len(messages) == len(events)
-    assert {m["X-Audit-Verify"] for m in messages} == {"tok-123"}
-    assert all(m["X-Audit-Digest"] is None for m in messages)
-
-
-def test_verify_request_with_a_bad_token_is_ignored(tmp_path):
-    data = log_bytes("multi-key")
-    ppid = re.search(rb"type=SYSCALL .* ppid=(\d+) .*key=", data).group(1).decode()
-    (tmp_path / "spool" / "verify").mkdir(parents=True)
-    (tmp_path / "spool" / "verify" / ppid).write_text("bad token\nX-Evil: 1\n")
-    messages = print_messages(
-        tmp_path, "[spool]\ndir = {}\n[rule r]\nkeys = amx-multi\n".format(tmp_path / "spool"), data)
-    assert len(messages) == 1
-    assert messages[0]["X-Audit-Verify"] is None and messages[0]["X-Evil"] is None

@@ -178,6 +178,27 @@ def without_end() -> bytes:
     return b"".join(out)
 
 
+def without_colon() -> bytes:
+    """Record heads without the colon after the stamp (`msg=audit(T:S) arch=...`, or another
+    byte there): the kernel always writes `): `, a saved or forged log may not. auparse
+    3.0.9 reads the stamp up to the `)` and ignores the rest of that word, so such a record
+    belongs to its event and its key is read. Keyed events with the key-bearing record, the
+    first one, the last one or all of them so written, and plain events so written."""
+    flood, noise = keyed(log_bytes("flood"), b"amx-flood"), plain(capture())
+    variants = (b") ", b")", b");", b")x")
+    out = []
+    for i, records in enumerate(flood[:8]):
+        records = restamp(records, 1795697000 + i, 9500 + 2 * i)
+        keyed_at = next(n for n, line in enumerate(records) if b"key=" in line)
+        which = (keyed_at, 0, len(records) - 1, None, keyed_at, keyed_at, 0, None)[i]
+        cut = variants[i % len(variants)]
+        out += [line.replace(b"): ", cut, 1) if which is None or n == which else line
+                for n, line in enumerate(records)]
+        out += [line.replace(b"): ", b") ", 1)
+                for line in restamp(noise[i % len(noise)], 1795697000 + i, 9501 + 2 * i)]
+    return b"".join(out)
+
+
 STREAMS = {
     "capture": capture,
     "hostile": lambda: log_bytes("hostile"),
@@ -187,6 +208,7 @@ STREAMS = {
     "long-lines": long_lines,
     "nul-bytes": nul_bytes,
     "without-end": without_end,
+    "without-colon": without_colon,
 }
 
 

@@ -6,9 +6,12 @@ maintenance marker. The same on the host's real auditd: tests/modules/test_tampe
 import json
 import os
 import re
+import subprocess
 
 import pytest
 from conftest import (
+    FILES,
+    PYTHON,
     delivered,
     events_with_key,
     log_bytes,
@@ -327,3 +330,22 @@ def test_a_marker_anyone_else_could_write_is_ignored(tmp_path, fake_sendmail, ho
     assert sorted(m["X-Audit-Tamper"] for m in mails) == ["audit-disabled", "rules-removed"]
     assert status["tamper_suppressed"] == 0
     assert "maintenance marker" in log and "ignored" in log
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop a capability from the bounding set")
+def test_a_sender_whose_proc_entry_may_not_be_read_is_not_said_to_have_exited():
+    """The kernel checks ptrace access before /proc/PID/exe is read: SELinux denies it for a
+    sender's domain the policy does not list (docs/selinux.md), and so does a reader without
+    CAP_SYS_PTRACE whose target holds more capabilities, as here. The sender is alive: its
+    description says that exe was not readable, not that the sender has exited."""
+    sender = subprocess.Popen(["sleep", "60"])
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from mailalert.tamper import sender_description; "
+            "print(sender_description(int(sys.argv[2]), 0))")
+    try:
+        described = subprocess.run(["setpriv", "--bounding-set=-sys_ptrace", PYTHON, "-c", code, str(FILES),
+                                    str(sender.pid)], capture_output=True, text=True, check=True).stdout
+    finally:
+        sender.kill()
+        sender.wait()
+    assert described.startswith(f"pid={sender.pid} uid=root(0) exe=(not readable)"), described
+    assert "exited" not in described

@@ -445,9 +445,10 @@ class Fleet:
             return entry
 
         plugin = check("plugin_bin", 0o750)
-        want = hashlib.sha256(PLUGIN_SRC.read_bytes()).hexdigest()
+        # the collection's program under the #! line the role writes (the plugin's interpreter)
+        want = hashlib.sha256(b"#!/usr/bin/python3\n" + PLUGIN_SRC.read_bytes()).hexdigest()
         if plugin and plugin.get("sha256") != want:
-            problems.append(f"{paths['plugin_bin']} is not the collection's files/audisp_mailalert.py")
+            problems.append(f"{paths['plugin_bin']} is not the collection's files/audisp_mailalert.py under #!/usr/bin/python3")
         check("lib_dir", 0o755, is_dir=True)
         for installed, source in package_paths().items():
             module = files[installed]

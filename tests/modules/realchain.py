@@ -66,7 +66,8 @@ class Chain:
         self.config = directory / "audisp-mailalert.conf"
         self.spool = directory / "spool"
         self.watched = directory / "watched"
-        shutil.copy(PLUGIN_SOURCE, self.plugin)
+        # The collection ships the program without a #! line; the role writes one (as here).
+        self.plugin.write_bytes(b"#!/usr/bin/python3\n" + PLUGIN_SOURCE.read_bytes())
         self.plugin.chmod(0o750)
         shutil.copytree(PACKAGE_SOURCE, directory / "mailalert",
                         ignore=shutil.ignore_patterns("__pycache__"))

@@ -3,14 +3,27 @@ and for each hop, broken for real, it fails naming exactly that hop."""
 
 from __future__ import annotations
 
+import json
 import mailbox
 import os
 import pwd
 import re
+import shutil
+import signal
 import subprocess
+import uuid
 
 import pytest
-from realchain import AUDITD_CONF, DMA_CONF, MAILBOX, run, wait_for
+from realchain import (
+    ANSIBLE,
+    AUDITD_CONF,
+    COLLECTIONS,
+    DMA_CONF,
+    MAILBOX,
+    PLUGINS_D,
+    run,
+    wait_for,
+)
 
 
 def assert_fails_at(result: dict, hop: str) -> None:
@@ -170,3 +183,47 @@ def test_mailbox_not_written(chain, tmp_path):
     elsewhere = tmp_path / "other.mbox"
     elsewhere.write_text("")
     assert_fails_at(chain.verify(mailbox=str(elsewhere), timeout=5), "mailbox")
+
+
+def children_running(argv: list[str]) -> list[tuple[int, int]]:
+    """(pid, ppid) of the processes whose command line is exactly ARGV."""
+    wanted = "\0".join(argv).encode() + b"\0"
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                if handle.read() != wanted:
+                    continue
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                found.append((int(entry), int(handle.read().rsplit(b")", 1)[1].split()[1])))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_that_ends_the_module_removes_its_request(chain, number):
+    """SIGTERM and SIGHUP (a cancelled task, a lost connection) skip a `finally`: the module
+    removes its verification request on them too, then ends by the signal."""
+    command = [shutil.which("sleep"), f"{uuid.uuid4().int % 1000 + 300}.{os.getpid()}"]
+    args = {"command": command, "key": chain.key, "timeout": 30, "plugin_conf": str(PLUGINS_D)}
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_LOCALHOST_WARNING="0")
+    ansible = subprocess.Popen([ANSIBLE, "localhost", "-m", "linux_audit.mail_alert.audit_alert_verify",
+                                "-a", json.dumps(args)], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, env=env)
+    try:
+        [(_child, module)] = wait_for(lambda: children_running(command), timeout=60,
+                                     what="the module to run its command")
+        request = chain.spool / "verify" / str(module)
+        assert request.exists(), "the module writes its request before the command"
+        os.kill(module, number)
+        output = ansible.communicate(timeout=60)[0].decode()
+    finally:
+        for pid, _parent in children_running(command):
+            os.kill(pid, signal.SIGKILL)
+        if ansible.poll() is None:
+            ansible.kill()
+            ansible.wait()
+    assert "FAILED" in output or "UNREACHABLE" in output, output  # the module did not finish
+    assert not request.exists(), f"request left behind after signal {number}"
+    assert os.listdir(chain.spool / "verify") == []

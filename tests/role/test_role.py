@@ -8,6 +8,7 @@ points at).
 
 import fcntl
 import hashlib
+import json
 import mailbox
 import os
 import re
@@ -36,6 +37,9 @@ UNMANAGED_MSG = "audit_mail_alert_manage_auditd is false: files installed, audit
 PLUGIN = "/sbin/audisp-mailalert"
 LIB = "/usr/lib/audisp-mailalert"
 PACKAGE_SRC = REPO / "files" / "mailalert"
+# The program as the role installs it: the collection's, which has no #! line, under the
+# #! line of the plugin's interpreter.
+INSTALLED_PROGRAM = b"#!/usr/bin/python3\n" + (REPO / "files" / "audisp_mailalert.py").read_bytes()
 # The last role whose plugin was one file (before the package split), for the upgrade test.
 ONE_FILE_RELEASE = "1c58494"
 CONFIG = "/etc/audit/audisp-mailalert.conf"
@@ -44,7 +48,9 @@ RULES = "/etc/audit/rules.d/60-audit-mail-alert.rules"
 SPOOL = "/var/spool/audisp-mailalert"
 MARKER = f"{SPOOL}/maintenance"
 PASSWORD = "/etc/audit/audisp-mailalert.pass"
-ROLE_PATHS = [PLUGIN, LIB, CONFIG, PASSWORD, PLUGIN_CONF, RULES, SPOOL, MARKER]
+# This host has no systemd as PID 1: the watchdog is a cron entry.
+WATCHDOG_CRON = "/etc/cron.d/audisp-mailalert-watchdog"
+ROLE_PATHS = [PLUGIN, LIB, CONFIG, PASSWORD, PLUGIN_CONF, RULES, SPOOL, MARKER, WATCHDOG_CRON]
 # A rule of the host's own, which the role must leave loaded.
 HOST_RULES = "/etc/audit/rules.d/50-amr-host.rules"
 HOST_KEY = "amr-host-rule"
@@ -263,6 +269,7 @@ def test_check_mode_on_a_clean_host_changes_nothing(host):
     run = playbook("converge.yml", "--check", "--diff")
     assert run.rc == 0, run
     assert "Plugin | Write the plugin config" in run.changed_tasks, run
+    assert "Watchdog | Write the cron entry" in run.changed_tasks, run
     assert snapshot() == before
 
 
@@ -272,9 +279,10 @@ def test_converge(host):
     assert run.rc == 0, run
     record("converge on a clean host", run)
     for path, mode in [(PLUGIN, 0o750), (CONFIG, 0o640), (PLUGIN_CONF, 0o640),
-                       (RULES, 0o640), (SPOOL, 0o700)]:
+                       (RULES, 0o640), (SPOOL, 0o700), (WATCHDOG_CRON, 0o644)]:
         st = os.stat(path)
         assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (mode, 0, 0), path
+    assert Path(PLUGIN).read_bytes() == INSTALLED_PROGRAM
     assert package_problems() == []
     assert {"amr-exec-w", "amr-hostname", HOST_KEY} <= loaded_keys()
     assert_marker_closed()
@@ -283,6 +291,31 @@ def test_converge(host):
     assert os.stat(f"/proc/{pids[0]}").st_uid == 0
     with open(f"/proc/{pids[0]}/stat") as stat:
         assert int(stat.read().rsplit(")", 1)[1].split()[1]) == auditd_pid()
+
+
+def test_the_watchdog_cron_entry_runs_the_watchdog_and_finds_the_plugin_healthy(host):
+    """The entry's command, run as cron would run it (its redirections aside): the plugin
+    the role started runs under auditd, and its status is fresh."""
+    lines = [line for line in Path(WATCHDOG_CRON).read_text().splitlines()
+             if line and not line.startswith("#") and "=" not in line.split()[0]]
+    assert len(lines) == 1, lines
+    fields = lines[0].split()
+    assert fields[:6] == ["*", "*", "*", "*", "*", "root"], lines
+    command = [word for word in fields[6:] if not word.startswith((">", "2>"))]
+    assert command == [PLUGIN, "--config", CONFIG, "--watchdog"]
+    wait_for(lambda: os.path.exists(f"{SPOOL}/status.json"), 10, "the plugin's status.json")
+
+    def judged():
+        # Nothing is judged (nor written) while the role's window is open, as it is for a
+        # few seconds after the converge; then not before the plugin settled.
+        done = subprocess.run(command, capture_output=True, text=True, check=False, env={})
+        assert done.returncode == 0, done.stderr
+        if not os.path.exists(f"{SPOOL}/watchdog.json"):
+            return None
+        state = json.loads(Path(f"{SPOOL}/watchdog.json").read_text())
+        return state if state["verdict"] != "starting" else None
+    state = wait_for(judged, 30, "the watchdog to judge", 0.5)
+    assert state["verdict"] == "healthy" and state["outage"] is None, state
 
 
 def test_alert_for_w_reaches_the_mailbox(host):
@@ -598,6 +631,7 @@ def test_unmanaged_auditd_writes_the_files_and_leaves_auditd_alone(host):
     assert not [f for f in os.listdir("/etc/audit/rules.d") if f.startswith("60-audit-mail-alert.rules.")], \
         "a backup of the rules file was left in rules.d"
     assert auditd_pid() == pid, "auditd was restarted"
+    assert not os.path.exists(WATCHDOG_CRON), "auditd is not the role's: no watchdog"
     assert loaded_rules() == rules, "the kernel's rules changed"
     assert plugin_pids() == [], "auditd started the plugin"
     assert not reloaded_since(mark), "auditd was reloaded (DAEMON_CONFIG record)"
@@ -673,7 +707,7 @@ def test_a_host_with_the_one_file_plugin_is_upgraded_in_place(host, tmp_path):
     # ... and of the rules load, if the run reloaded rules while it still ran; nothing else.
     kinds = {m["X-Audit-Tamper"] for m in tamper_mails()[before:]}
     assert kinds <= {"auditd-stopped", "rules-removed"}, subjects(tamper_mails()[before:])
-    assert Path(PLUGIN).read_bytes() == (REPO / "files" / "audisp_mailalert.py").read_bytes()
+    assert Path(PLUGIN).read_bytes() == INSTALLED_PROGRAM
     assert package_problems() == []
     wait_for(lambda: alerts(token), 60, "the alert queued before the upgrade in the mailbox")
     assert not queued.exists()

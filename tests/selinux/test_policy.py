@@ -90,6 +90,14 @@ def test_auditd_runs_the_plugin_in_its_domain(policy):
     assert rules == [f"type_transition auditd_t {MODULE}_exec_t:process {MODULE}_t;"]
 
 
+def test_systemd_runs_the_watchdog_in_the_plugins_domain(policy):
+    """The watchdog's oneshot service: init_t executes the program into the plugin's domain
+    (not init_t's own, which may do anything)."""
+    rules = sesearch(policy, "-T", "-s", "init_t", "-t", f"{MODULE}_exec_t", "-c", "process")
+    assert rules == [f"type_transition init_t {MODULE}_exec_t:process {MODULE}_t;"]
+    assert sesearch(policy, "-A", "-s", "init_t", "-t", f"{MODULE}_t", "-c", "process", "-p", "transition")
+
+
 @pytest.mark.parametrize("path, expected", [
     ("/sbin/audisp-mailalert", "audisp_mailalert_exec_t"),
     ("/usr/sbin/audisp-mailalert", "audisp_mailalert_exec_t"),
@@ -120,6 +128,8 @@ def test_file_contexts(linked, path, expected):
     (f"{MODULE}_t", "netlink_audit_socket", "nlmsg_read"),  # the status (auditctl -s)
     (f"{MODULE}_t", "netlink_audit_socket", "nlmsg_readpriv"),  # the rules (auditctl -l)
     ("unconfined_t", "file", "read"),  # /proc/PID of a SIGTERM's sender
+    ("proc_t", "dir", "read"),  # the watchdog lists /proc...
+    ("auditd_t", "file", "read"),  # ...and reads auditd's stat and cmdline
 ])
 def test_allowed(policy, target, tclass, perm):
     assert sesearch(policy, "-A", "-s", f"{MODULE}_t", "-t", target, "-c", tclass, "-p", perm)
@@ -135,9 +145,37 @@ def test_allowed(policy, target, tclass, perm):
     ("audisp_mailalert_lib_t", "file", "write"),  # no bytecode written at run time
     ("var_spool_t", "file", "write"),
     (f"{MODULE}_t", "netlink_audit_socket", "nlmsg_write"),  # it reads audit state, never sets it
+    # /proc/PID of processes that cannot signal it: environ, maps, exe of a daemon
+    ("sshd_t", "file", "read"),
+    ("sshd_t", "lnk_file", "read"),
+    ("passwd_t", "file", "read"),
+    ("postfix_master_t", "file", "read"),
+    ("user_t", "dir", "search"),
 ])
 def test_nothing_broader(policy, target, tclass, perm):
     assert sesearch(policy, "-A", "-s", f"{MODULE}_t", "-t", target, "-c", tclass, "-p", perm) == []
+
+
+def test_proc_read_only_of_the_domains_that_may_signal_it(policy):
+    """/proc/PID (exe, loginuid, sessionid) of a SIGTERM's sender: readable for each domain
+    that may send the plugin a signal, and for no other. SELinux cannot tell environ from
+    loginuid (every file of /proc/PID has the process's type), so the domains are the bound."""
+    def sources(rules):
+        return {rule.split()[1] for rule in rules}
+
+    senders = sources(sesearch(policy, "-A", "-t", f"{MODULE}_t", "-c", "process", "-p", "signal")) - {f"{MODULE}_t"}
+    assert {"auditd_t", "unconfined_domain_type", "init_t", "sysadm_t"} <= senders
+    for sender in sorted(senders):
+        for tclass, perm in (("dir", "search"), ("file", "read"), ("lnk_file", "read")):
+            assert sesearch(policy, "-A", "-s", f"{MODULE}_t", "-t", sender, "-c", tclass, "-p", perm), (sender, tclass)
+    # the rules that give /proc/PID reads name exactly those domains (and the plugin's own)
+    readable = {rule.split()[2].split(":")[0] for rule in sesearch(
+        policy, "-A", "-s", f"{MODULE}_t", "-c", "lnk_file", "-p", "read", "-dt", "-t", "domain")}
+    assert readable == set(), readable  # never the attribute of every domain
+    domains = set(run(["seinfo", "-a", "domain", "-x", policy]).stdout.split()) | {"unconfined_domain_type"}
+    targets = {rule.split()[2].split(":")[0] for rule in sesearch(
+        policy, "-A", "-s", f"{MODULE}_t", "-c", "file", "-p", "read", "-ds")} & domains
+    assert targets - {f"{MODULE}_t"} <= senders | {"audisp_t"}, targets - senders
 
 
 # Confined domains that the reference policy lets write lib_t (some under a boolean), the

@@ -169,12 +169,16 @@ def alive(pid: int) -> bool:
 class PeakRss:
     """The peak resident size of a running process, sampled from /proc/PID/status (VmHWM,
     which exec resets; wait4's ru_maxrss would count the test's own memory, copied at
-    fork) until it exits. peak: megabytes."""
+    fork) until it exits. peak: megabytes. kill_above: megabytes at which the process is
+    killed (SIGKILL), so that a test of a bound cannot eat the machine's memory when the
+    bound is missing; killed tells that it was."""
 
-    def __init__(self, pid: int, interval: float = 0.01) -> None:
+    def __init__(self, pid: int, interval: float = 0.01, kill_above: float | None = None) -> None:
         self.pid = pid
         self.peak = 0.0
         self.interval = interval
+        self.kill_above = kill_above
+        self.killed = False
         self.thread = threading.Thread(target=self._sample, daemon=True)
         self.thread.start()
 
@@ -188,6 +192,9 @@ class PeakRss:
             if not found:
                 return  # a zombie: its memory is gone
             self.peak = max(self.peak, int(found.group(1)) / 1024)
+            if self.kill_above is not None and self.peak >= self.kill_above and not self.killed:
+                self.killed = True
+                os.kill(self.pid, signal.SIGKILL)
             time.sleep(self.interval)
 
     def result(self, timeout: float = 10) -> float:

@@ -134,9 +134,10 @@ class FakeSMTPServer(socketserver.ThreadingTCPServer):
 
     daemon_threads = False
     block_on_close = True  # server_close() waits for the sessions: the records are complete
+    handler = Session  # a subclass may play another server (fakes/hostile_smtp.py)
 
     def __init__(self, tls: str = "none", context=None, starttls_reply: str = "220") -> None:
-        super().__init__(("127.0.0.1", 0), Session)
+        super().__init__(("127.0.0.1", 0), self.handler)
         self.tls = tls
         self.context = context
         self.starttls_reply = starttls_reply

@@ -106,12 +106,15 @@ def test_queued_alerts_reads_complete_messages_only(tmp_path):
 
 
 def test_verify_request_written_atomically_and_removed(tmp_path):
-    path = alert_plugin.write_verify_request(str(tmp_path), 4242, "abc-123")
-    assert path == str(tmp_path / "verify" / "4242")
+    pid = os.getpid()
+    path = alert_plugin.write_verify_request(str(tmp_path), pid, "abc-123")
+    assert path == str(tmp_path / "verify" / str(pid))
+    with open(f"/proc/{pid}/stat") as handle:
+        start = handle.read().rsplit(")", 1)[1].split()[19]  # field 22: clock ticks after boot
     with open(path) as request:
-        assert request.read() == "abc-123\n"
+        assert request.read() == f"abc-123 {start}\n"
     assert stat.S_IMODE(os.stat(tmp_path / "verify").st_mode) == 0o700
-    assert os.listdir(tmp_path / "verify") == ["4242"]  # no temporary file left behind
+    assert os.listdir(tmp_path / "verify") == [str(pid)]  # no temporary file left behind
     alert_plugin.remove_verify_request(path)
     alert_plugin.remove_verify_request(path)  # already gone: fine
     assert not os.path.exists(path)

@@ -95,7 +95,8 @@ class FakeHost:
         now = time.time()
         self.event_id = f"{int(now)}.{int(now * 1000) % 1000:03d}:{len(self.calls)}"
         request = self.spool / "verify" / str(os.getpid())
-        self.request_seen = request.read_text().strip() if request.exists() else None
+        # "TOKEN START": the token, and the module's start time (the plugin's same-process test)
+        self.request_seen = request.read_text().split()[0] if request.exists() else None
         for effect in self.on_command:
             effect(self)
         if self.deliver:
@@ -122,7 +123,7 @@ class FakeHost:
             self.removals.append(f'type=CONFIG_CHANGE msg=audit({record_id}): auid=0 ses=1 '
                                  f'op=remove_rule key="{KEY}" list=4 res=1\n')
         request = self.spool / "verify" / str(os.getpid())  # auditctl's parent: the module
-        self.tamper_request_seen = request.read_text().strip() if request.exists() else None
+        self.tamper_request_seen = request.read_text().split()[0] if request.exists() else None
         for effect in self.on_removal:
             effect(self, record_id)
         if self.tamper_deliver:
