@@ -4,12 +4,14 @@
 # ruff: noqa: UP006, UP035
 
 from collections import Counter
-from typing import List, Tuple
+from typing import Dict, List, Tuple
 
 from .config import Rule
 from .text import escape_text
 
 MAX_DIGEST_GROUPS = 1000  # distinct subject/action/object groups kept per digest
+MAX_SAVED_GROUPS = 100  # of them in status.json (the biggest): the rest is saved as "(other)"
+OTHER = ("(other)", "(other)", "(other)")
 
 
 class Held:
@@ -40,6 +42,13 @@ class Digest:
         self.window_end = window_end
 
 
+def _shown(part) -> str:
+    """A group's part as status.json has it: escaped already (escape_text), unless the
+    file was changed by hand."""
+    return part if isinstance(part, str) and part.isprintable() and len(part) <= 120 \
+        else escape_text(str(part), 120)
+
+
 class RateLimiter:
     """One window per rule (it starts with the first event after the last one ended): the
     first max_mails events are admitted, the rest are held back, counted by group, and
@@ -66,7 +75,7 @@ class RateLimiter:
         held.total += 1
         shown = (escape_text(group[0], 60), escape_text(group[1], 60), escape_text(group[2], 120))
         if shown not in held.groups and len(held.groups) >= MAX_DIGEST_GROUPS:
-            shown = ("(other)", "(other)", "(other)")
+            shown = OTHER
         held.groups[shown] += 1
         return False
 
@@ -87,7 +96,48 @@ class RateLimiter:
         return due
 
     def row(self, rule: Rule) -> dict:
-        """The rule's status.json row."""
+        """The rule's status.json row: enough of its window for the next plugin to go on
+        with it (resume)."""
         window = self.windows.get(rule.name)
-        return {"keys": rule.keys, "window_end": window.end if window else None,
-                "sent": window.sent if window else 0, "held": window.held.total if window else 0}
+        if window is None:
+            return {"keys": rule.keys, "window_end": None, "sent": 0, "held": 0}
+        held = window.held
+        groups = held.groups.most_common(MAX_SAVED_GROUPS)
+        rest = held.total - sum(count for _group, count in groups)
+        if rest:
+            groups.append((OTHER, rest))
+        return {"keys": rule.keys, "window_end": window.end, "sent": window.sent, "held": held.total,
+                "held_first": held.first, "held_groups": [list(group) + [count] for group, count in groups]}
+
+    def resume(self, rows: dict, rules: Dict[str, Rule]) -> List[str]:
+        """Go on with the windows the plugin before this one left in status.json (rows: its
+        "rules"), of the rules named in rules: what they sent and held back counts here as
+        if this plugin had done it; a window that ended since is digested by this one. The
+        names of the rules resumed; a row that is not what row() writes is passed over."""
+        resumed = []
+        for name, row in rows.items():
+            rule = rules.get(name)
+            window = self._window(rule, row) if rule is not None and isinstance(row, dict) else None
+            if window is not None:
+                self.windows[name] = window
+                resumed.append(name)
+        return resumed
+
+    @staticmethod
+    def _window(rule: Rule, row: dict):
+        end, sent, total = row.get("window_end"), row.get("sent"), row.get("held")
+        groups = row.get("held_groups", [])
+        if not (isinstance(end, (int, float)) and isinstance(sent, int) and isinstance(total, int)
+                and sent >= 0 and total >= 0 and isinstance(groups, list)):
+            return None
+        window = Window(rule, float(end))
+        window.sent = sent
+        window.held.total = total
+        window.held.first = float(row.get("held_first") or end)
+        for group in groups:
+            if isinstance(group, list) and len(group) == 4 and isinstance(group[3], int) and group[3] > 0:
+                window.held.groups[tuple(_shown(part) for part in group[:3])] += group[3]
+        counted = sum(window.held.groups.values())
+        if counted < total:
+            window.held.groups[OTHER] += total - counted
+        return window

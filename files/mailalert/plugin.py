@@ -10,6 +10,7 @@ import sys
 import time
 from typing import List, Optional, Tuple
 
+from .auparse_feed import Feeder
 from .compose import compose_alert, compose_digest, compose_tamper
 from .conditions import has_conditions, left_out, read_values, record_values
 from .config import Config, ConfigError, Rule, load_config
@@ -26,6 +27,7 @@ from .events import (
 from .framing import MAX_LINE, LineFramer
 from .limits import RateLimiter
 from .log import Log, fstat_mode
+from .plugins_d import entry_active
 from .sifter import (
     EOE_TIMEOUT,
     Candidates,
@@ -59,6 +61,7 @@ class Plugin:
         self.log = log
         self.print_only = print_only
         self.arg_keys = arg_keys
+        self.program = sys.argv[0]  # as auditd started it: its plugins.d entry names it
         self.pattern = key_pattern(config.rules, config.tamper is not None)
         self.candidates = Candidates()  # events whose key looked right, waiting for auparse
         self.limiter = RateLimiter()
@@ -90,10 +93,11 @@ class Plugin:
                 self.log.error(f"event skipped: {type(err).__name__}: {err}")
 
         self.au.add_callback(on_event, None)
+        self.feeder = Feeder(self.au, log)
         # Which lines reach auparse: those of events that may match (the sifter), or all of
         # them (FEED_EVERYTHING, the reference for the differential test and `make bench`).
         self.feed_everything = FEED_EVERYTHING
-        self.sifter = EventSifter(self.pattern, self.au.feed, self.candidates.mark)
+        self.sifter = EventSifter(self.pattern, self.feeder.feed, self.candidates.mark)
         self.framer = LineFramer(self._feed_lines, self.status, log)
 
     # -- a HUP: the config anew
@@ -124,9 +128,12 @@ class Plugin:
             return 1
         self.log.info("started: {} rules, transport {}{}".format(
             len(self.config.rules), self.config.transport, " (print only)" if self.print_only else ""))
+        previous = self.status_file.previous()
+        self.resume(previous)
         if self.config.tamper is not None:
-            self.tamper.at_start(self.status_file.previous())
+            self.tamper.at_start(previous)
             self.guarded(self.tamper.start, self.config.rules)
+        self.guarded(self.send_digests)  # of windows that ended while no plugin ran
         try:
             while not self.signals.stop_requested:
                 readable = select.select([stdin_fd, self.signals.wake_fd], [], [], TICK)[0]
@@ -155,7 +162,7 @@ class Plugin:
         """Timer duties: age events (a lone event is not held until the next one),
         digest windows that ended, write status.json."""
         self.sifter.age(int(time.time()))  # auparse ages by time(NULL), whole seconds
-        self.au.feed_age_events()
+        self.feeder.age()
         self.tamper.tick()
         self.send_digests()
         self.status_file.write(self.limiter, self.config.all_rules())
@@ -164,7 +171,7 @@ class Plugin:
         """Scan and feed complete lines (from the LineFramer: none longer than MAX_LINE)."""
         if self.feed_everything:
             mark_candidates(self.pattern, lines, self.candidates.mark)
-            self.au.feed(lines)
+            self.feeder.feed(lines)
         else:
             self.sifter.pattern = self.pattern  # a reload may have changed the keys
             self.sifter.sift(lines)
@@ -174,7 +181,7 @@ class Plugin:
         every event it still holds."""
         self.framer.finish()
         self.sifter.finish()
-        self.au.flush_feed()
+        self.feeder.flush()
         if self.sifter.fallbacks:
             self.log.info(f"the event buffer was full {self.sifter.fallbacks} times: its events "
                           "went to auparse as a whole")
@@ -271,11 +278,32 @@ class Plugin:
             self.outbox.put(compose_tamper(self.config, rule, finding))
 
     def send_digests(self, force: bool = False) -> None:
-        """Mail the digests that are due (all of them when forced, at exit)."""
-        for digest in self.limiter.digests(self.config.all_rules(), time.time(), force):
+        """Mail the digests that are due (all of them when forced, at the last end). Once a
+        digest is in the spool, status.json says so at once: a plugin killed right after
+        must not leave its held-back count for the next one to digest again."""
+        digests = self.limiter.digests(self.config.all_rules(), time.time(), force)
+        for digest in digests:
             self.outbox.put(compose_digest(self.config, digest.rule, digest.held, digest.window_end))
             self.log.info(f"rule {digest.rule.name}: digest of {digest.held.total} held-back events")
             self.status.changed = True
+        if digests:
+            self.status_file.write(self.limiter, self.config.all_rules(), force=True)
+
+    def resume(self, previous: dict) -> None:
+        """Go on with the rate-limit windows of the plugin before this one (status.json):
+        an auditd reload or restart neither ends a window early nor loses what it held back.
+        A rule that is gone from the config gets the digest of what it held, to [mail] to."""
+        rows = previous.get("rules")
+        if not isinstance(rows, dict):
+            return
+        rules = {rule.name: rule for rule in self.config.all_rules()}
+        for name, row in rows.items():
+            if name not in rules and isinstance(row, dict) and isinstance(row.get("keys"), list):
+                rules[name] = Rule(name, [str(k) for k in row["keys"]], self.config.to, 0, 0)
+        resumed = self.limiter.resume(rows, rules)
+        if resumed:
+            self.status.changed = True
+            self.log.info(f"rate-limit windows of the plugin before this one resumed: {', '.join(sorted(resumed))}")
 
     def _drain(self, stdin_fd: int) -> None:
         """Read what is left on stdin, up to EOF or for at most EXIT_DRAIN seconds."""
@@ -296,9 +324,13 @@ class Plugin:
         if self.signals.stop_sender is not None and self.under_auditd:
             self._drain(stdin_fd)  # a stopping auditd sends DAEMON_END just before SIGTERM
         self.finish_input()
+        entry = entry_active(self.program) if self.under_auditd else None
         if self.config.tamper is not None:
-            self.tamper.at_exit(self.signals.stop_sender, self.signals.stop_time or time.time())
-        self.send_digests(force=True)
+            self.tamper.at_exit(self.signals.stop_sender, self.signals.stop_time or time.time(), entry)
+        # Every window is digested now when no plugin goes on with them: at the end of a
+        # replay, or when auditd will not start this one again (its entry removed or
+        # deactivated). Else the next one resumes them from status.json (docs/plugin.md).
+        self.send_digests(force=not self.under_auditd or entry is False)
         self.outbox.close(self.config.timeout)
         self.status.running = False  # a clean end: the next plugin has nothing to report
         self.status_file.write(self.limiter, self.config.all_rules(), force=True)

@@ -41,6 +41,21 @@ def record_state(spool: Spool, netlink: AuditNetlink) -> KernelState:
     return state
 
 
+def findings_json(findings) -> list:
+    """Findings as status.json keeps them (lists of their fields)."""
+    return sorted([f.kind, f.summary, list(f.before), list(f.after), list(f.keys)] for f in findings)
+
+
+def findings_from_json(rows: list) -> List[Finding]:
+    """findings_json's rows back as findings; a row of another shape is passed over."""
+    found = []
+    for row in rows if isinstance(rows, list) else []:
+        if isinstance(row, list) and len(row) == 5 and all(isinstance(part, str) for part in row[:2]) \
+                and all(isinstance(part, list) for part in row[2:]):
+            found.append(Finding(row[0], row[1], *(tuple(str(x) for x in part) for part in row[2:])))
+    return found
+
+
 class StateWatch:
     """Reads the kernel's state and turns what it lost into findings (kernel_state.Finding)."""
 
@@ -56,10 +71,13 @@ class StateWatch:
         self.current = []  # type: List[Finding]  # the losses at the last read, held back or not
         self.error = None  # type: Optional[str]  # the last failure to read, logged once
 
-    def start(self) -> None:
-        """The first read; the deployed state from the spool, or this one (and kept)."""
+    def start(self, reported: Optional[list] = None) -> None:
+        """The first read; the deployed state from the spool, or this one (and kept).
+        reported: the losses the plugin before this one mailed (findings_json), which are
+        not mailed again while they last."""
         self.last = read_kernel(self.netlink)
         self._load_deployed()
+        self.reported = set(findings_from_json(reported or []))
         if self.deployed is None:
             record_state(self.spool, self.netlink)
             self._load_deployed()

@@ -34,6 +34,9 @@ class Status:
         self.state_reads = 0  # reads of the kernel's state (every few seconds: a heartbeat)
         self.running = True  # False once the plugin ends cleanly (the next one reads it)
         self.auditd_ended = False  # this host's auditd said it ends (DAEMON_END, _ABORT)
+        # The kernel state's losses mailed and not undone (StateWatch.reported, as JSON):
+        # the next plugin does not mail them again.
+        self.tamper_reported = []  # type: list
         self.ignored = {}  # type: dict  # rule name -> events its conditions left out
         self.changed = True
 
@@ -57,6 +60,7 @@ class Status:
                 "state_reads": self.state_reads,
                 "running": self.running,
                 "auditd_ended": self.auditd_ended,
+                "tamper_reported": self.tamper_reported,
             }
 
 

@@ -17,7 +17,8 @@ from .events import EXCLUDE_LIST, RECORDS_MAX, Record
 from .text import FIELD_MAX, escape_text
 
 # Records that can tell of tampering: an event holding one is always read with auparse.
-TAMPER_TYPES = ("CONFIG_CHANGE", "DAEMON_END", "DAEMON_ABORT")
+# DAEMON_CONFIG is none, but its op=reconfigure tells a reload of auditd (TamperWatch).
+TAMPER_TYPES = ("CONFIG_CHANGE", "DAEMON_END", "DAEMON_ABORT", "DAEMON_CONFIG")
 
 UNSET_ID = "4294967295"  # an auid or session that was never set ((unsigned) -1)
 BURST_QUIET = 1.0  # seconds without another rule removal that end a burst (auditctl -D)...

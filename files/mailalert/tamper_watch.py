@@ -21,10 +21,11 @@ from .events import RECORDS_MAX, read_records, timestamp
 from .kernel_state import Finding
 from .log import Log
 from .spool import Spool, boot_id, uptime
-from .state_watch import STATE_POLL, StateWatch
+from .state_watch import STATE_POLL, StateWatch, findings_json
 from .status import Status
 from .tamper import BURST_QUIET, RemovalBurst, Tamper, classify, sender_description
 
+RELOAD_RECENT = 10.0  # seconds after auditd's DAEMON_CONFIG op=reconfigure that its stop is its reload
 MAINTENANCE_EARLY = 2  # seconds before the window opened (a marker written a moment late)...
 MAINTENANCE_LATE = 5  # ...and after it closed (a signal handled a moment later)
 # The state's finding kinds that each record finding's kind tells of.
@@ -114,12 +115,14 @@ class TamperWatch:
         self.burst = None  # type: Optional[RemovalBurst]
         self.pending = []  # type: List[Tamper]  # record findings waiting for the state
         self.auditd_ended = False  # this host's auditd said DAEMON_END or DAEMON_ABORT
+        self.reconfigured = None  # type: Optional[float]  # monotonic: its last op=reconfigure
         self.parent = os.getppid()
         self.boot = boot_id()
         self.state = None  # type: Optional[StateWatch]
         self.next_poll = 0.0  # monotonic: the next read of the kernel's state
         self.check_soon = None  # type: Optional[float]  # ...sooner, after a change record
         self.waited: Set[Finding] = set()  # findings held one read for their records
+        self.previous_reported = []  # type: list  # what the plugin before this one mailed
         # The tamper rule's ignore (conditions.py): records -> why they are excused, or None.
         self.excuse = None
         self.excused = []  # type: List[Tamper]  # excused record findings waiting for the state
@@ -130,7 +133,7 @@ class TamperWatch:
             return
         try:
             self.state = StateWatch(self.spool, self.log, self.watched(rules), AuditNetlink())
-            self.state.start()
+            self.state.start(self.previous_reported)
         except OSError as err:
             self.state = None
             self.log.warning(f"cannot read the kernel's audit state ({err}): tamper findings come "
@@ -147,11 +150,15 @@ class TamperWatch:
     def read(self, au, rules: List[Rule]) -> None:
         """The tamper findings of this event's records, stamped with its time, node and id."""
         records = read_records(au)
+        node = next((r.raw["node"] for r in records if "node" in r.raw), HOSTNAME)
+        if node == HOSTNAME and any(r.type == "DAEMON_CONFIG" and r.raw.get("op", "").strip('"') == "reconfigure"
+                                    and r.raw.get("res") not in ("0", "failed") for r in records):
+            self.reconfigured = time.monotonic()
+            self.log.info("auditd reloaded its configuration (DAEMON_CONFIG op=reconfigure)")
         findings = classify(records, self.watched(rules))
         if not findings:
             return
         stamp = timestamp(au)
-        node = next((r.raw["node"] for r in records if "node" in r.raw), HOSTNAME)
         ppid = next((r.raw["ppid"] for r in records if "ppid" in r.raw), "")
         token = self.spool.verify_token(ppid, self.log) if ppid and not self.print_only else None
         reason = self.excuse(records) if self.excuse is not None else None
@@ -236,6 +243,11 @@ class TamperWatch:
         pending, self.pending = self.pending, []
         excused, self.excused = self.excused, []
         found = self.state.check(self.window_open())
+        reported = findings_json(self.state.reported)
+        if reported != self.status.tamper_reported:
+            with self.status.lock:
+                self.status.tamper_reported = reported
+                self.status.changed = True
         with self.status.lock:
             self.status.state_reads += 1
             self.status.changed = True
@@ -298,7 +310,9 @@ class TamperWatch:
 
     def at_start(self, previous: dict) -> None:
         """The plugin before this one (status.json): ended without a word when it was
-        running and did not see auditd end (killed with SIGKILL, or it crashed)."""
+        running and did not see auditd end (killed with SIGKILL, or it crashed). The losses
+        of the kernel's state it mailed are not mailed again while they last."""
+        self.previous_reported = previous.get("tamper_reported") or []
         if not self.under_auditd or not previous.get("running") or previous.get("auditd_ended") \
                 or previous.get("pid") == os.getpid():
             return
@@ -307,29 +321,46 @@ class TamperWatch:
         self._report(Tamper("plugin-killed", "the alert plugin before this one was killed", [what],
                             "unknown (a SIGKILL names no sender)", time.time()))
 
-    def at_exit(self, stop: Optional[tuple], when: float) -> None:
-        """The plugin ends: stop is (pid, uid) of the SIGTERM's sender, or None at EOF. Only
-        when auditd runs the plugin: a test or a replay may stop it as it likes."""
+    def at_exit(self, stop: Optional[tuple], when: float, entry: Optional[bool]) -> None:
+        """The plugin ends: stop is (pid, uid) of the SIGTERM's sender, or None at EOF;
+        entry: whether its plugins.d entry is active (plugins_d.entry_active; None: unknown).
+        Only when auditd runs the plugin: a test or a replay may stop it as it likes."""
         self.tick(force=True)
         if not self.under_auditd or self.auditd_ended:
             return  # auditd's own DAEMON_END told it already
-        self._report(self._end_finding(stop, when))
+        finding = self._end_finding(stop, when, entry)
+        if finding is not None:
+            self._report(finding)
 
-    def _end_finding(self, stop: Optional[tuple], when: float) -> Tamper:
+    def _end_finding(self, stop: Optional[tuple], when: float, entry: Optional[bool]) -> Optional[Tamper]:
+        """What the plugin's end is. auditd ends a plugin without ending itself on a reload
+        of audit 4.2 (input closed, SIGTERM 50 ms later, the list started anew) and, in
+        every version, when its plugins.d entry is removed or deactivated: the entry tells
+        the two apart. (audit 3.x to 4.1 send a reloaded plugin SIGHUP; SIGTERM also when
+        its program changed, and it is started anew.)"""
         if stop is not None and stop[0] != self.parent:
             return Tamper("plugin-stopped", "the alert plugin was stopped",
                           [("the alert plugin got SIGTERM from a process other than auditd: "
                             "no alerts are mailed until auditd starts it again")],
                           sender_description(*stop), when)
-        if stop is not None:
-            return Tamper("plugin-stopped", "auditd stopped the alert plugin",
-                          [("auditd stopped the alert plugin without stopping itself: its "
-                            "plugins.d entry was removed or deactivated and auditd reloaded")],
-                          sender_description(*stop), when)
-        if os.getppid() != self.parent:
+        if stop is None and os.getppid() != self.parent:
             return Tamper("auditd-stopped", "auditd ended without a word",
                           [("auditd ended without DAEMON_END (killed with SIGKILL, or it "
                             "crashed): no events are recorded until it starts again")],
                           "unknown (auditd could not say)", when)
-        return Tamper("plugin-stopped", "auditd closed the alert plugin's input",
-                      ["auditd closed the plugin's input without a signal"], "auditd", when)
+        how = "sent SIGTERM to the alert plugin" if stop is not None else "closed the alert plugin's input"
+        recent = self.reconfigured is not None and time.monotonic() - self.reconfigured <= RELOAD_RECENT
+        if entry or (entry is None and recent):
+            self.log.info(f"auditd {how} and its plugins.d entry is "
+                          f"{'active' if entry else 'unknown, after DAEMON_CONFIG op=reconfigure'}"
+                          ": a reload, auditd starts the plugin anew")
+            return None
+        who = sender_description(*stop) if stop is not None else "auditd"
+        if entry is None:
+            return Tamper("plugin-stopped", "auditd stopped the alert plugin",
+                          [(f"auditd {how} without stopping itself, and its plugins.d entry "
+                            "could not be read: it may have been removed or deactivated")], who, when)
+        return Tamper("plugin-stopped", "auditd stopped the alert plugin",
+                      [(f"auditd {how} without stopping itself: its plugins.d entry was removed "
+                        "or deactivated and auditd reloaded; no alerts are mailed until it is "
+                        "active again")], who, when)

@@ -58,7 +58,7 @@ def test_status_file_reports_rules_queue_and_delivery(tmp_path, fake_sendmail):
     assert set(status) == {"pid", "updated", "rules", "queue", "last_error",
                            "last_error_permanent", "last_delivery", "bad", "unspooled",
                            "dropped", "long_lines", "tamper_suppressed", "state_reads",
-                           "running", "auditd_ended"}
+                           "running", "auditd_ended", "tamper_reported"}
     assert status["queue"] == 0 and status["last_error"] is None
     # A clean end; no kernel state read outside auditd (a pipe, not auditd's socket).
     assert (status["running"], status["auditd_ended"], status["state_reads"]) == (False, False, 0)

@@ -26,7 +26,8 @@ def admitted(limiter, rule, times, group=GROUP):
 def test_the_first_max_mails_of_a_window_pass_the_rest_are_held(limiter, rule):
     r = rule(max_mails=2, window=10)
     assert admitted(limiter, r, [100, 101, 102, 109.99]) == [True, True, False, False]
-    assert limiter.row(r) == {"keys": ["r-key"], "window_end": 110, "sent": 2, "held": 2}
+    assert limiter.row(r) == {"keys": ["r-key"], "window_end": 110, "sent": 2, "held": 2,
+                              "held_first": 102, "held_groups": [[*GROUP, 2]]}
     assert limiter.digests([r], 109.99) == []
 
 
@@ -47,7 +48,8 @@ def test_an_event_after_the_end_opens_a_new_window_and_the_old_digest_is_due(lim
     assert limiter.admit(r, GROUP, 111) is True  # a new window: sent again from 0
     [digest] = limiter.digests([r], 111)
     assert digest.held.total == 1 and digest.window_end == 110
-    assert limiter.row(r) == {"keys": ["r-key"], "window_end": 121, "sent": 1, "held": 0}
+    assert limiter.row(r) == {"keys": ["r-key"], "window_end": 121, "sent": 1, "held": 0,
+                              "held_first": 0.0, "held_groups": []}
 
 
 def test_limits_are_per_rule(limiter, rule):
@@ -96,3 +98,62 @@ def test_held_back_values_are_escaped_for_the_digest(limiter, rule):
     limiter.admit(r, ("eve\nBcc: x", "opened-file", "/tmp/a\x1b[31m"), 0)
     [digest] = limiter.digests([r], 0, force=True)
     assert list(digest.held.groups) == [("eve\\x0aBcc: x", "opened-file", "/tmp/a\\x1b[31m")]
+
+
+# -- resume: the next plugin goes on with the windows of the one before (status.json rows)
+
+def test_a_resumed_window_goes_on_counting_what_the_one_before_sent_and_held(rule):
+    r = rule(max_mails=2, window=600)
+    before = RateLimiter()
+    assert admitted(before, r, [100, 101, 102]) == [True, True, False]
+    after = RateLimiter()
+    assert after.resume({"r": before.row(r)}, {"r": r}) == ["r"]
+    assert admitted(after, r, [200, 201, 202]) == [False, False, False]
+    assert after.digests([r], 699) == []
+    [digest] = after.digests([r], 700)
+    assert digest.held.total == 4 and digest.window_end == 700
+    assert digest.held.groups == {GROUP: 4} and digest.held.first == 102
+
+
+def test_a_window_that_ended_while_no_plugin_ran_is_digested_by_the_next_one(rule):
+    r = rule(max_mails=1, window=10)
+    before = RateLimiter()
+    admitted(before, r, [100, 101, 102])
+    after = RateLimiter()
+    after.resume({"r": before.row(r)}, {"r": r})
+    [digest] = after.digests([r], 500)
+    assert digest.held.total == 2
+    assert after.admit(r, GROUP, 500) is True  # a new window
+
+
+def test_groups_beyond_those_saved_are_resumed_as_other(rule):
+    r = rule(max_mails=0, window=600)
+    before = RateLimiter()
+    for n in range(150):
+        before.admit(r, ("u", "a", f"/f{n}"), 100)
+    row = before.row(r)
+    assert len(row["held_groups"]) == 101 and row["held_groups"][-1] == ["(other)"] * 3 + [50]
+    after = RateLimiter()
+    after.resume({"r": row}, {"r": r})
+    [digest] = after.digests([r], 0, force=True)
+    assert digest.held.total == 150 and sum(digest.held.groups.values()) == 150
+
+
+@pytest.mark.parametrize("row", [
+    None, "x", {"window_end": "soon", "sent": 1, "held": 0}, {"window_end": 1.0, "sent": -1, "held": 0},
+    {"window_end": 1.0, "sent": 1, "held": 0, "held_groups": "many"},
+])
+def test_a_row_that_is_not_what_row_writes_is_passed_over(rule, row):
+    r = rule()
+    limiter = RateLimiter()
+    assert limiter.resume({"r": row}, {"r": r}) == []
+    assert limiter.row(r)["window_end"] is None
+
+
+def test_a_hand_edited_group_is_escaped(rule):
+    r = rule(max_mails=0, window=600)
+    limiter = RateLimiter()
+    limiter.resume({"r": {"window_end": 700.0, "sent": 0, "held": 1,
+                          "held_groups": [["evil\nBcc: x", "a", "o", 1]]}}, {"r": r})
+    [digest] = limiter.digests([r], 0, force=True)
+    assert all(part.isprintable() for group in digest.held.groups for part in group)

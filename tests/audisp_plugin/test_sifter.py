@@ -266,7 +266,7 @@ def test_non_candidates_never_reach_auparse(tmp_path):
         plugin = in_process(tmp_path, PLENTY, feed_everything)
         plugin.outbox.put = lambda message: None
         got = []
-        plugin.au = Recording(plugin.au, got)
+        plugin.au = plugin.feeder.au = Recording(plugin.au, got)
         plugin.sifter.feed = plugin.au.feed
         plugin.framer.feed(data)
         plugin.finish_input()

@@ -151,3 +151,24 @@ def test_a_deployed_state_someone_else_could_write_is_ignored(kernel, spool):
     assert any("deployed state" in line and "ignored" in line for line in log.lines)
     kernel.now = state(WITHOUT_PASSWD)
     assert kinds(watcher.check(False)) == ["rules-removed"]
+
+
+def test_a_loss_the_plugin_before_mailed_is_not_mailed_again_while_it_lasts(kernel, spool):
+    """auditd 4.2 starts a new plugin at each reload: it reads what the one before mailed
+    (status.json's tamper_reported) instead of mailing a standing loss once more."""
+    before = watch(spool)
+    kernel.now = state(WITHOUT_PASSWD)
+    assert kinds(before.check(False)) == ["rules-removed"]
+    saved = json.loads(json.dumps(state_watch.findings_json(before.reported)))
+    after = state_watch.StateWatch(spool, Recorded(), WATCHED, netlink=None)
+    after.start(saved)
+    assert after.check(False) == []
+    kernel.now = DEPLOYED
+    assert after.check(False) == []  # undone
+    kernel.now = state(WITHOUT_PASSWD)
+    assert kinds(after.check(False)) == ["rules-removed"]  # removed again: mailed
+
+
+def test_a_saved_finding_of_another_shape_is_passed_over():
+    assert state_watch.findings_from_json([["k", "s", [], [], []], ["k"], "x", [1, 2, [], [], []]]) == [
+        state_watch.Finding("k", "s", (), (), ())]
