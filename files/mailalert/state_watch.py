@@ -15,7 +15,7 @@ TamperWatch says whether it is open (then what the role does is held back).
 
 import json
 import time
-from typing import List, Optional
+from typing import Iterable, List, Optional
 
 from .audit_netlink import AuditNetlink
 from .kernel_state import Finding, KernelState, counter_losses, losses
@@ -96,6 +96,18 @@ class StateWatch:
             return
         self.deployed_raw = raw
         self.reported = set()  # judged anew against what the role deployed
+
+    def settings_set(self, names: Iterable[str]) -> None:
+        """A CONFIG_CHANGE record told that these status fields were set (auditctl -e, -f,
+        -r, -b, --backlog_wait_time): a loss of them that was mailed is forgotten, and the
+        next read judges it anew. Between two reads a setting can be put back and taken
+        again (-e 1, an exclude rule that hides the next record, -e 0): the reads alone see
+        one loss that never ended, and the second one would go unmailed."""
+        names = set(names)
+        for finding in list(self.reported):
+            if finding.kind == "audit-disabled" and "enabled" in names or \
+                    finding.kind == "audit-setting" and finding.summary.split(" ", 1)[0] in names:
+                self.reported.discard(finding)
 
     def check(self, window_open: bool) -> Optional[List[Finding]]:
         """The findings to report now; None when the kernel could not be read. What the

@@ -123,6 +123,14 @@ def _classify_record(change: Record, records: List[Record], watched: List[str]) 
     return None
 
 
+def settings_set(records: List[Record]) -> List[str]:
+    """The kernel status fields (as kernel_state names them) that this event's CONFIG_CHANGE
+    records set, whatever to: `audit_enabled=1 old=0` sets enabled."""
+    return [name[len("audit_"):] for change in records if change.type == "CONFIG_CHANGE"
+            for name in change.raw if name.startswith("audit_") and change.number(name) is not None
+            and change.number("old") is not None]
+
+
 def _classify_setting(change: Record, records: List[Record]) -> Optional[Tamper]:
     """op=set: auditing disabled, the lost counter reset, or a setting weakened."""
     old = change.number("old")

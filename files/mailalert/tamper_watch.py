@@ -23,7 +23,14 @@ from .log import Log
 from .spool import Spool, boot_id, uptime
 from .state_watch import STATE_POLL, StateWatch, findings_json
 from .status import Status
-from .tamper import BURST_QUIET, RemovalBurst, Tamper, classify, sender_description
+from .tamper import (
+    BURST_QUIET,
+    RemovalBurst,
+    Tamper,
+    classify,
+    sender_description,
+    settings_set,
+)
 
 RELOAD_RECENT = 10.0  # seconds after auditd's DAEMON_CONFIG op=reconfigure that its stop is its reload
 MAINTENANCE_EARLY = 2  # seconds before the window opened (a marker written a moment late)...
@@ -155,6 +162,8 @@ class TamperWatch:
                                     and r.raw.get("res") not in ("0", "failed") for r in records):
             self.reconfigured = time.monotonic()
             self.log.info("auditd reloaded its configuration (DAEMON_CONFIG op=reconfigure)")
+        if node == HOSTNAME and self.state is not None:
+            self.state.settings_set(settings_set(records))
         findings = classify(records, self.watched(rules))
         if not findings:
             return

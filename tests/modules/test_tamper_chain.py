@@ -151,6 +151,26 @@ def test_an_exclude_rule_that_hides_its_own_record_then_auditing_disabled(chain)
     assert "no audit record of the change reached the plugin" in body
 
 
+def test_a_setting_put_back_and_weakened_again_between_two_reads_is_mailed_again(chain):
+    """-f 0 is mailed; then, between two reads of the kernel's state, -f 1 and -f 0 again:
+    both reads see the failure mode 0, and only the record of -f 1 tells that it was put
+    back in between. The second -f 0 is a change of its own, and is mailed."""
+    since = now()
+    try:
+        run("auditctl", "-f", "0")
+        the_only_tamper_mail(chain, since, "audit-setting")
+        reads = chain.status()["state_reads"]
+        wait_for(lambda: chain.status()["state_reads"] > reads, what="a read of the kernel's state")
+        again = now()
+        run("auditctl", "-f", "1")
+        run("auditctl", "-f", "0")
+        mail = one_mail_within(chain, again)
+    finally:
+        run("auditctl", "-f", "1")
+    assert mail["X-Audit-Tamper"] == "audit-setting", mail.get_content()
+    assert "failure mode 1 -> 0" in mail.get_content()
+
+
 @pytest.mark.parametrize("rule, listed", [
     (["-a", "exclude,always", "-F", "msgtype=SYSCALL"], "-a always,exclude -F msgtype=SYSCALL"),
     (["-A", "exit,never", "-F", "arch=b64", "-F", "auid=0"], "-a never,exit -F arch=b64 -S all -F auid=0"),
