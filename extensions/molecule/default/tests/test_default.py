@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from audit_rules import Watch, parse_watches
+from test_tamper import tamper_mails
 
 PLUGIN = "/sbin/audisp-mailalert"
 PLUGIN_CONF = "/etc/audit/plugins.d/audisp-mailalert.conf"
@@ -109,3 +110,9 @@ def test_plugin_process_is_a_child_of_auditd(host, kernel_audit):
     parent = host.process.get(pid=plugins[0].ppid)
     assert parent.comm == "auditd"
     assert plugins[0].user == "root"
+
+
+def test_the_role_s_own_runs_mailed_no_tamper_finding(host, kernel_audit):
+    """Converge and idempotence (the role's loads, restarts and reloads) mailed no tamper
+    finding. Checked here, before test_reload.py and test_tamper.py make findings of their own."""
+    assert [m["Subject"] for m in tamper_mails(host)] == []
