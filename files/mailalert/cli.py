@@ -31,21 +31,21 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     # One thing per run: the plugin itself, or one of the jobs beside it.
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--print", action="store_true", dest="print_only",
-                        help="write each composed message to stdout (mbox) instead of "
-                        "delivering it, e.g. to test a config against `ausearch --raw` output")
+                      help="write each composed message to stdout (mbox) instead of "
+                      "delivering it, e.g. to test a config against `ausearch --raw` output")
     mode.add_argument("--record-state", action="store_true",
-                        help="read the rules and status the kernel enforces and keep them in the "
-                        "spool as the deployed state that tamper alerts compare with (the role "
-                        "runs it after it loads rules); then exit")
+                      help="read the rules and status the kernel enforces and keep them in the "
+                      "spool as the deployed state that tamper alerts compare with (the role "
+                      "runs it after it loads rules); then exit")
     mode.add_argument("--watchdog", action="store_true",
-                        help="check once that auditd runs this program with this config and that "
-                        "its status.json is fresh, and mail one tamper alert per outage when not "
-                        "(the role runs it from a systemd timer or cron); then exit")
+                      help="check once that auditd runs this program with this config and that "
+                      "its status.json is fresh, and mail one tamper alert per outage when not "
+                      "(the role runs it from a systemd timer or cron); then exit")
     mode.add_argument("--check-config", action="store_true",
-                        help="check the config as the plugin does when it starts and exit: "
-                        "0 and nothing printed when it would start with it, else 2 and the "
-                        "problem on stdout as FILE: [SECTION] KEY: WHAT (the role checks the "
-                        "config it renders so, before it writes anything)")
+                      help="check the config as the plugin does when it starts and exit: "
+                      "0 and nothing printed when it would start with it, else 2 and the "
+                      "problem on stdout as FILE: [SECTION] KEY: WHAT (the role checks the "
+                      "config it renders so, before it writes anything)")
     parser.add_argument("--without-files", action="store_true",
                         help="with --check-config: do not open the files the config names "
                         "(smtp_ca_file, smtp_password_file), check only their paths; for a "

@@ -121,22 +121,22 @@ def judge(found: List[Process], program: str, config: str, status: Optional[dict
     if not auditds:
         return Verdict("auditd-missing", "auditd is not running, no alerts are mailed",
                        [("auditd is not running: no events are recorded and no alerts are mailed "
-                        "until it starts again.")] + strays)
+                         "until it starts again.")] + strays)
     if not plugins:
         if since_boot - max(p.start for p in auditds.values()) < SETTLE:
             return Verdict("starting")
         pids = ", ".join(str(pid) for pid in sorted(auditds))
         return Verdict("plugin-missing", "the alert plugin is not running under auditd",
                        [(f"auditd (pid {pids}) runs, but the alert plugin {program} is not one of its "
-                        "processes: auditd gave up restarting it (max_restarts), or it was "
-                        "stopped or killed. No alerts are mailed until auditd starts it again "
-                        "(e.g. restart auditd).")] + strays)
+                         "processes: auditd gave up restarting it (max_restarts), or it was "
+                         "stopped or killed. No alerts are mailed until auditd starts it again "
+                         "(e.g. restart auditd).")] + strays)
     plugin = plugins[0]
     if plugin.state in "Tt":
         return Verdict("plugin-stalled", "the alert plugin is stopped",
                        [(f"The alert plugin (pid {plugin.pid}) runs under auditd but is stopped "
-                        f"(state {plugin.state}: SIGSTOP, or a debugger): it reads and mails "
-                        "nothing until it is continued (SIGCONT).")] + strays)
+                         f"(state {plugin.state}: SIGSTOP, or a debugger): it reads and mails "
+                         "nothing until it is continued (SIGCONT).")] + strays)
     ours = status is not None and status.get("pid") == plugin.pid
     updated = status.get("updated") if ours else None
     if not isinstance(updated, (int, float)):
@@ -144,14 +144,14 @@ def judge(found: List[Process], program: str, config: str, status: Optional[dict
             return Verdict("starting")
         return Verdict("plugin-stalled", "the alert plugin writes no status",
                        [(f"The alert plugin (pid {plugin.pid}) runs under auditd but has not "
-                        f"written its status.json for {since_boot - plugin.start:.0f} s since it "
-                        "started: it is hung, or cannot write its spool.")] + strays)
+                         f"written its status.json for {since_boot - plugin.start:.0f} s since it "
+                         "started: it is hung, or cannot write its spool.")] + strays)
     if now - updated > STALE_AFTER:
         return Verdict("plugin-stalled", "the alert plugin's status is stale",
                        [(f"The alert plugin (pid {plugin.pid}) runs under auditd but its "
-                        f"status.json was last written {now - updated:.0f} s ago (its heartbeat "
-                        f"rewrites it every {STATE_POLL:.0f} s; stale after {STALE_AFTER:.0f} s): "
-                        "it is hung, or stopped.")] + strays)
+                         f"status.json was last written {now - updated:.0f} s ago (its heartbeat "
+                         f"rewrites it every {STATE_POLL:.0f} s; stale after {STALE_AFTER:.0f} s): "
+                         "it is hung, or stopped.")] + strays)
     return Verdict("healthy")
 
 

@@ -25,6 +25,7 @@ mkdir -p "$WORK/bin"
 chmod 755 "$WORK"
 echo secret > "$WORK/secret"
 chmod 600 "$WORK/secret"
+# shellcheck disable=SC2016  # $(id) is the literal text of the hostile name
 HOSTILE="$WORK/bin/$(printf 'ca t\n$(id)')"
 cp /bin/cat "$HOSTILE"
 read -r -a START <<<"$(LC_ALL=C date '+%x %T')"

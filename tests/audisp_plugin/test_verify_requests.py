@@ -109,7 +109,7 @@ def test_a_request_of_an_ended_process_is_not_honoured_and_is_removed(tmp_path):
 def reuse_pid(pid: int, attempts: int = 50) -> subprocess.Popen:
     """A new process with PID (which has ended): the kernel gives the pid after
     ns_last_pid to the next fork; another fork on the machine may come first, so retry."""
-    for _ in range(attempts):
+    for _attempt in range(attempts):
         with open("/proc/sys/kernel/ns_last_pid", "w") as handle:
             handle.write(str(pid - 1))
         process = sleeper()

@@ -213,7 +213,7 @@ def test_a_signal_that_ends_the_module_removes_its_request(chain, number):
                                stderr=subprocess.STDOUT, env=env)
     try:
         [(_child, module)] = wait_for(lambda: children_running(command), timeout=60,
-                                     what="the module to run its command")
+                                      what="the module to run its command")
         request = chain.spool / "verify" / str(module)
         assert request.exists(), "the module writes its request before the command"
         os.kill(module, number)

@@ -104,7 +104,7 @@ def test_a_plugin_that_auditd_gave_up_on_gives_one_mail(chain):
     os.kill(second, signal.SIGKILL)
     # Events that auditd would restart the plugin on: the absence of a restart cannot be
     # waited for, only given the chances to happen.
-    for _ in range(5):
+    for _round in range(5):
         subprocess.run([str(chain.watched)], check=True)
         time.sleep(0.2)
     assert chain.plugin_pids() == [], "auditd restarted the plugin beyond max_restarts"

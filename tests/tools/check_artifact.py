@@ -20,10 +20,10 @@ EXPECTED = {
     "CHANGELOG.rst", "COPYING", "FILES.json", "MANIFEST.json", "README.md", "changelogs",
     "docs", "files", "inventory", "meta", "playbooks", "plugins", "roles", "selinux", "tests",
 }
-# Of tests/, only ansible-test's config and ignore files (Galaxy and Automation Hub run its sanity
-# tests on the artifact); of changelogs/, only what antsibull-changelog keeps for users.
+# Of tests/, only ansible-test's config (Galaxy and Automation Hub run its sanity tests on the
+# artifact; it ships no ignore file); of changelogs/, only what antsibull-changelog keeps for users.
 ALLOWED_UNDER = {
-    "tests": re.compile(r"tests/config\.yml|tests/sanity/ignore-2\.\d+\.txt"),
+    "tests": re.compile(r"tests/config\.yml"),
     "changelogs": re.compile(r"changelogs/(changelog\.yaml|config\.yaml|fragments/([\w.-]+\.ya?ml|\.keep))"),
 }
 # ansible-builder reads this file in the installed collection and opens the files it names:

@@ -75,7 +75,6 @@ def the_only_tamper_mail(host, since, sent_before, kind):
     return mails[0]
 
 
-
 def test_deleting_all_rules_yields_one_mail(host, kernel_audit):
     sent, _queue = tamper_sent(host)
     since = target_time(host)
@@ -114,7 +113,7 @@ def one_prompt_mail(host, since, sent_before, acted=None):
     one since after the plugin has read the kernel's state twice more and delivered its
     queue."""
     acted = since if acted is None else acted
-    [(arrived, mail), *_] = wait_for(lambda: delivered(host, since), "a tamper mail")
+    [(arrived, mail), *_later] = wait_for(lambda: delivered(host, since), "a tamper mail")
     assert arrived - int(acted) <= PROMPT, f"delivered {arrived - acted:.1f} s after the action"
     reads = plugin_status(host)["state_reads"]
 
