@@ -86,18 +86,30 @@ def row_shows(host, sent, held):
     return row.get("sent") == sent and row.get("held") == held
 
 
+def edit_in_place(host, path, sed_script):
+    """Edit path keeping its inode, and so its owner, mode and SELinux label (sed -i and mv
+    would leave a file labelled as new in its directory, which the plugin may not read)."""
+    host.run_expect([0], f"sed '{sed_script}' {path} > /root/test-reload.edit && cat /root/test-reload.edit > {path}"
+                         " && rm /root/test-reload.edit")
+
+
+def put_back(host, path, saved):
+    """The file's content as it was, in the same inode."""
+    host.run_expect([0], f"cat /root/test-reload.saved > {path} && rm /root/test-reload.saved")
+    assert host.file(path).content_string == saved
+
+
 @pytest.fixture
 def limited(host, kernel_audit):
     """max_mails 2 and a short window for the test; the role's config back afterwards."""
     saved = host.file(CONFIG).content_string
-    host.run_expect([0], f"cp -p {CONFIG} {CONFIG}.test-reload")
-    host.run_expect([0], f"sed -i 's/^max_mails = .*/max_mails = 2/; s/^window = .*/window = {WINDOW}/' {CONFIG}")
+    host.run_expect([0], f"cp {CONFIG} /root/test-reload.saved")
+    edit_in_place(host, CONFIG, f"s/^max_mails = .*/max_mails = 2/; s/^window = .*/window = {WINDOW}/")
     wait_for(lambda: rule_row(host).get("window_end") is None or rule_row(host)["window_end"] < time.time(),
              "no window of the rule left open by an earlier test")
     reload_auditd(host)
     yield
-    host.run_expect([0], f"mv {CONFIG}.test-reload {CONFIG}")
-    assert host.file(CONFIG).content_string == saved
+    put_back(host, CONFIG, saved)
     reload_auditd(host)
 
 
@@ -122,14 +134,15 @@ def test_an_admins_reload_mails_nothing_and_the_limit_holds(host, limited):
 
 def test_a_deactivated_entry_and_a_reload_is_one_tamper_mail(host, kernel_audit):
     since = target_time(host)
-    host.run_expect([0], f"cp -p {ENTRY} {ENTRY}.test-reload")
+    saved = host.file(ENTRY).content_string
+    host.run_expect([0], f"cp {ENTRY} /root/test-reload.saved")
     try:
-        host.run_expect([0], f"sed -i 's/^active = .*/active = no/' {ENTRY}")
+        edit_in_place(host, ENTRY, "s/^active = .*/active = no/")
         reload_auditd(host)
         tamper = wait_for(lambda: mails(host, since, "X-Audit-Tamper"), "the plugin-stopped mail")
         assert [m["X-Audit-Tamper"] for m in tamper] == ["plugin-stopped"]
     finally:
-        host.run_expect([0], f"mv {ENTRY}.test-reload {ENTRY}")
+        put_back(host, ENTRY, saved)
         with maintenance(host):
             restart_auditd(host)
     wait_for(lambda: status(host).get("running"), "the plugin started again")
