@@ -13,7 +13,7 @@ does not do (auditing disabled, events lost, the lost counter reset)."""
 
 import os
 import time
-from typing import List, Optional, Set
+from typing import Iterable, List, Optional, Set
 
 from .audit_netlink import AuditNetlink
 from .config import HOSTNAME, Rule
@@ -40,6 +40,8 @@ SAME_CHANGE = {"rules-removed": ("rules-removed", "rule-changed"), "audit-disabl
                "audit-setting": ("audit-setting",), "lost-reset": ("lost-reset",),
                "rule-excluding": ("rule-excluding",)}
 NEVER_THE_ROLE = ("audit-disabled", "events-lost", "lost-reset")
+KEY_KINDS = ("rules-removed", "rule-changed")  # the state's findings that name watched keys
+HELD_MAX = 100  # records kept for a change the state holds back for the role's window
 COUNTER_KINDS = ("events-lost", "lost-reset")  # from read to read: they cannot wait a read
 # When one read of the state finds several changes (auditctl run twice in a row), they are
 # one incident and one mail, under the kind that weighs most.
@@ -69,6 +71,30 @@ def state_tamper(finding: Finding, status: dict) -> Tamper:
     who = "the kernel (no actor is recorded)" if finding.kind == "events-lost" else \
         "unknown: no audit record of the change reached the plugin"
     return Tamper(finding.kind, finding.summary, what + rule_lines(finding), who, time.time())
+
+
+def rule_keys(text: str) -> List[str]:
+    """The keys of a rule as auditctl -l prints it (-k K, -F key=K)."""
+    words = text.split()
+    return [word[len("key="):] if word.startswith("key=") else words[i + 1]
+            for i, word in enumerate(words)
+            if word.startswith("key=") or (word == "-k" and i + 1 < len(words))]
+
+
+def without_keys(finding: Finding, keys: Set[str]) -> Optional[Finding]:
+    """A finding of watched keys without those that an excused actor removed (the state's
+    finding is every loss since the deployed state, also the excused ones): None when
+    nothing else is lost. A rule is left out only when every key it has is among them."""
+    if finding.kind not in KEY_KINDS or not keys.intersection(finding.keys):
+        return finding
+    rest = tuple(key for key in finding.keys if key not in keys)
+    if not rest:
+        return None
+    before = tuple(t for t in finding.before if not set(rule_keys(t)) <= keys) or finding.before
+    after = tuple(t for t in finding.after if not set(rule_keys(t)) <= keys) or finding.after
+    verb = "removed" if finding.kind == "rules-removed" else "changed"
+    return finding._replace(summary=f"{len(before)} rule(s) {verb}, keys {', '.join(rest)}",
+                            before=before, after=after, keys=rest)
 
 
 def one_incident(tampers: List[Tamper]) -> Tamper:
@@ -133,6 +159,13 @@ class TamperWatch:
         # The tamper rule's ignore (conditions.py): records -> why they are excused, or None.
         self.excuse = None
         self.excused = []  # type: List[Tamper]  # excused record findings waiting for the state
+        # Watched keys whose removal was excused, while the kernel's state still lacks them:
+        # a later finding of the state (every loss since the deployed state) leaves them out.
+        self.excused_keys = set()  # type: Set[str]
+        # Records of a change that the state holds back for the role's window (and records
+        # that the window kept from being mailed): they only join the state's finding, if it
+        # outlasts the window, and say who made the change.
+        self.held = []  # type: List[Tamper]
 
     def start(self, rules: List[Rule]) -> None:
         """Under auditd: the first read of the kernel's state (the deployed one)."""
@@ -191,6 +224,8 @@ class TamperWatch:
                 self.status.auditd_ended = True
                 self.status.changed = True
         if self.suppressed(tamper):  # each record of the role's work is counted
+            if self.state is not None and local and tamper.kind in SAME_CHANGE:
+                self._hold([tamper])  # a loss that outlasts the window is mailed with it
             return
         if self.state is not None and local and tamper.kind in SAME_CHANGE:
             self.check_soon = time.monotonic() + BURST_QUIET  # once the change settled
@@ -248,9 +283,12 @@ class TamperWatch:
     def _check_state(self, last: bool = False) -> None:
         """The state's findings, each with the record findings that tell of the same change;
         a record finding that the state does not show (undone already, or the role's work
-        held back) is judged on its own."""
+        held back) is judged on its own. What an excused actor removed is left out of the
+        state's findings while it lasts; the records of a change held back for the role's
+        window wait for the read that judges it."""
         pending, self.pending = self.pending, []
         excused, self.excused = self.excused, []
+        held, self.held = self.held, []
         found = self.state.check(self.window_open())
         reported = findings_json(self.state.reported)
         if reported != self.status.tamper_reported:
@@ -264,22 +302,44 @@ class TamperWatch:
             for record in pending:
                 self._report(record)
             return
+        self.excused_keys.update(key for record in excused for key in record.removed)
+        self.excused_keys &= {key for f in self.state.current if f.kind in KEY_KINDS for key in f.keys}
         if not last:  # at exit there is no later read to wait for
-            found = self._wait_for_records(found, pending + excused)
+            found = self._wait_for_records(found, pending + excused + held)
         incident = []
         for finding in found:
-            behind = [r for r in pending if finding.kind in SAME_CHANGE.get(r.kind, ())]
+            behind = [r for r in pending + held if finding.kind in SAME_CHANGE.get(r.kind, ())]
             pending = [r for r in pending if r not in behind]
-            if not behind and any(finding.kind in SAME_CHANGE.get(r.kind, ()) for r in excused):
+            held = [r for r in held if r not in behind]
+            if not behind and any(finding.kind in SAME_CHANGE.get(r.kind, ()) for r in excused) \
+                    and finding.kind not in KEY_KINDS:
                 continue  # the change of an excused actor (the tamper rule's ignore)
-            incident.append(merged(finding, behind, self.state.last.status))
+            rest = without_keys(finding, self.excused_keys)
+            if rest is None:
+                continue  # only keys that an excused actor removed
+            tamper = merged(rest, behind, self.state.last.status)
+            if rest is not finding:
+                tamper.what += ["", "Also lost, removed by an actor the tamper rule's ignore excuses "
+                                    "(not mailed): keys " + ", ".join(k for k in finding.keys if k not in rest.keys)]
+            incident.append(tamper)
         if incident:
             self._report(one_incident(incident))
         shown = {finding.kind for finding in self.state.current + found}
-        for record in pending:
-            if shown.intersection(SAME_CHANGE[record.kind]):
-                continue  # the state shows it: reported, or held back for the role's window
-            self._report(record)
+        waiting = {f.kind for f in self.state.current if f not in self.state.reported}
+        for record in pending + excused + held:
+            if waiting.intersection(SAME_CHANGE.get(record.kind, ())):
+                # held back for the role's window: said again at the read that judges it
+                if record in excused:
+                    self.excused.append(record)
+                else:
+                    self._hold([record])
+            elif record in pending and not shown.intersection(SAME_CHANGE[record.kind]):
+                self._report(record)  # the state does not show it: undone already
+
+    def _hold(self, records: Iterable[Tamper]) -> None:
+        """Keep records until the read that judges their change (at most HELD_MAX)."""
+        self.held.extend(records)
+        del self.held[:-HELD_MAX]
 
     def _wait_for_records(self, found: List[Finding], pending: List[Tamper]) -> List[Finding]:
         """A change the state shows before its record came is judged once more a moment
