@@ -1,5 +1,6 @@
 """Fixtures shared by every pytest suite of the collection."""
 
+import contextlib
 import fcntl
 import os
 import shutil
@@ -36,8 +37,30 @@ def host_auditd():
         pytest.skip("needs root to drive the host's auditd")
     if shutil.which("auditctl") is None:
         pytest.skip("auditctl is not installed (Debian package auditd)")
+    with _host_auditd_lock():
+        _ensure_auditd_running()
+        yield
+
+
+@pytest.fixture
+def host_auditd_config():
+    """Hold the host auditd lock for the test's duration, for a test that writes auditd's
+    configuration (an entry in /etc/audit/plugins.d) and needs no auditd running: no other
+    suite reloads the host's auditd meanwhile, so it never reads what the test writes.
+
+    Skips with a reason where /etc/audit/plugins.d cannot be written (not root, no auditd
+    package); runs in a container too."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to write /etc/audit/plugins.d")
+    if not os.path.isdir("/etc/audit/plugins.d"):
+        pytest.skip("/etc/audit/plugins.d is missing (Debian package auditd)")
+    with _host_auditd_lock():
+        yield
+
+
+@contextlib.contextmanager
+def _host_auditd_lock():
     os.makedirs(os.path.dirname(HOST_AUDITD_LOCK), exist_ok=True)
     with open(HOST_AUDITD_LOCK, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        _ensure_auditd_running()
         yield

@@ -83,7 +83,7 @@ class FakeAuditd:
 
 
 @pytest.fixture
-def rig(tmp_path, host_auditd):
+def rig(tmp_path, host_auditd_config):
     sendmail = Sendmail(tmp_path)
     spool = tmp_path / "spool"
     auditd = FakeAuditd(tmp_path / "plugin.conf", tmp_path)
