@@ -104,6 +104,9 @@ def role_paths() -> dict[str, str]:
     paths = {name: resolve(internal[f"__audit_mail_alert_{name}"])
              for name in ("plugin_bin", "lib_dir", "config", "password_file", "plugin_conf", "rules_file")}
     paths["spool_dir"] = defaults["audit_mail_alert_spool_dir"]
+    # The watchdog's systemd units (the fleet's containers run systemd: no cron entry).
+    for unit in internal["__audit_mail_alert_watchdog_units"]:
+        paths["watchdog_" + unit.rsplit(".", 1)[1]] = unit
     selinux = (ROLE / "tasks" / "selinux.yml").read_text()
     paths["selinux_build_dir"] = re.search(
         r"__audit_mail_alert_selinux_build_dir \| d\('([^']+)'\)", selinux).group(1)
@@ -479,7 +482,7 @@ class Fleet:
         check("spool_dir", 0o700, is_dir=True)
         want_found = sorted(state["real"][paths[n]] for n in
                             ("plugin_bin", "lib_dir", "config", "password_file", "plugin_conf", "rules_file",
-                             "spool_dir"))
+                             "spool_dir", "watchdog_service", "watchdog_timer"))
         if state["found"] != want_found:
             problems.append(f"product files on the host {state['found']}, want exactly {want_found}")
         return problems
