@@ -106,6 +106,9 @@ def compose_digest(config: Config, rule: Rule, held: Held, window_end: float) ->
     """One mail for everything a rule held back in a window, with the exact count."""
     subject = f"[audit] digest {rule.name}: {held.total} more events held back on {HOSTNAME}"
     message = _new_message(config, rule.to, subject)
+    # One id per rule and window: a digest spooled again by the next plugin (this one was
+    # killed between spooling it and recording it in status.json) is the same message.
+    message.replace_header("Message-ID", f"<digest.{rule.name}.{window_end:.6f}@{HOSTNAME}>")
     message["X-Audit-Digest"] = rule.name
     message["X-Audit-Rule"] = rule.name
     message["X-Audit-Key"] = ", ".join(rule.keys)
