@@ -101,8 +101,8 @@ class StateWatch:
         """A CONFIG_CHANGE record told that these status fields were set (auditctl -e, -f,
         -r, -b, --backlog_wait_time): a loss of them that was mailed is forgotten, and the
         next read judges it anew. Between two reads a setting can be put back and taken
-        again (-e 1, an exclude rule that hides the next record, -e 0): the reads alone see
-        one loss that never ended, and the second one would go unmailed."""
+        again (-f 1, -f 0): the reads alone see one loss that never ended, and the second
+        one would go unmailed. (-e 1 leaves no record while auditing is off.)"""
         names = set(names)
         for finding in list(self.reported):
             if finding.kind == "audit-disabled" and "enabled" in names or \
