@@ -110,8 +110,11 @@ def reuse_pid(pid: int, attempts: int = 50) -> subprocess.Popen:
     """A new process with PID (which has ended): the kernel gives the pid after
     ns_last_pid to the next fork; another fork on the machine may come first, so retry."""
     for _attempt in range(attempts):
-        with open("/proc/sys/kernel/ns_last_pid", "w") as handle:
-            handle.write(str(pid - 1))
+        try:
+            with open("/proc/sys/kernel/ns_last_pid", "w") as handle:
+                handle.write(str(pid - 1))
+        except OSError as error:  # a container mounts /proc/sys read-only
+            pytest.skip(f"cannot choose the next pid ({error}); the host's plugin suite runs this test")
         process = sleeper()
         if process.pid == pid:
             return process
