@@ -3,8 +3,10 @@
 # --tags rules, state absent and a batch that fails (tests/fleet/).
 TEST_TARGETS += test-fleet
 
-FLEET_SIZE ?= 20
-# 20 containers took 632-744 s here while other work loaded the 2 cores (docs/lab.md,
+FLEET_SIZE ?= 15
+# 15 containers in CI: batches of 3, so that the failing batch has a good host beside its two
+# bad ones and every claim of docs/lab.md holds as with 20 (FLEET_SIZE=20 for more); 20
+# containers took 632-744 s here while other work loaded the 2 cores (docs/lab.md,
 # "Fleet"); the bound keeps a hung run from eating CI's budget.
 FLEET_TIMEOUT ?= 15m
 
@@ -12,7 +14,7 @@ FLEET_TIMEOUT ?= 15m
 # dockerd is started when none runs (with-dockerd.sh). pytest removes the containers at the
 # end; the teardown after it covers a run cut by the timeout. -x: the tests build on each other.
 test-fleet: collection-tree
-	@echo "==> fleet: deploy.yml across $(FLEET_SIZE) systemd containers (about 11 minutes)"
+	@echo "==> fleet: deploy.yml across $(FLEET_SIZE) systemd containers (about 7 minutes)"
 	@started=$$SECONDS; \
 	FLEET_SIZE=$(FLEET_SIZE) bash $(CURDIR)/tests/lab/with-dockerd.sh bash -c \
 	  'rc=0; timeout $(FLEET_TIMEOUT) pytest -q -x -s -p no:cacheprovider tests/fleet || rc=$$?; \

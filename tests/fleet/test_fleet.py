@@ -1,5 +1,5 @@
-"""playbooks/deploy.yml across a fleet: FLEET_SIZE (default 20) systemd containers from the
-lab's Debian 12 rootfs, in three groups with their own recipients and rules, the vaulted
+"""playbooks/deploy.yml across a fleet: FLEET_SIZE (default 15, as make test-fleet sets
+it) systemd containers from the lab's Debian 12 rootfs, in three groups with their own recipients and rules, the vaulted
 SMTP password, files only (a container has no kernel audit: audit_mail_alert_manage_auditd
 is false, as in extensions/molecule/docker). The tests run in file order on one fleet and
 build on each other (make test-fleet runs pytest with -x):
@@ -24,7 +24,7 @@ import time
 import fleet as F
 import pytest
 
-SIZE = int(os.environ.get("FLEET_SIZE", "20"))
+SIZE = int(os.environ.get("FLEET_SIZE", "15"))
 # The changed key of test 3, in group db: pg-config becomes pg-conf.
 TAGGED_GROUP, OLD_KEY, NEW_KEY = "db", "pg-config", "pg-conf"
 RULE_TASKS = {"Plugin | Write the plugin config", "Rules | Write the audit rules"}
