@@ -6,7 +6,7 @@ TEST_TARGETS += test-plugin
 .PHONY: test-plugin
 # Extra pytest arguments, e.g. a --deselect with its reason printed by the caller.
 PLUGIN_PYTEST_ARGS ?=
-# The test files or directories to run (the bare machine runs a few: mk/55-bare-machine.mk).
+# The test files or directories to run (the bare machine runs a few: mk/62-bare-machine.mk).
 PLUGIN_TESTS ?= tests/audisp_plugin
 test-plugin: venv
 	@echo "==> plugin: vermin (must run on Python 3.6, RHEL 8)"

@@ -1,6 +1,6 @@
 # The test lab (docs/lab.md): molecule scenarios on qemu VMs and docker containers built
 # from locally debootstrapped Debian and Ubuntu images, and the README's `make demo`.
-TEST_TARGETS += test-lab
+LAB_TARGETS += test-lab
 
 LAB := $(CURDIR)/tests/lab
 # Images are cached outside the clone, so a fresh clone on the same machine reuses them;

@@ -1,7 +1,7 @@
 # The fleet proof (docs/lab.md, "Fleet"): playbooks/deploy.yml itself across FLEET_SIZE
 # systemd containers from the lab's Debian 12 rootfs, with serial batches, a second run,
 # --tags rules, state absent and a batch that fails (tests/fleet/).
-TEST_TARGETS += test-fleet
+LAB_TARGETS += test-fleet
 
 FLEET_SIZE ?= 15
 # 15 containers in CI: batches of 3, so that the failing batch has a good host beside its two

@@ -2,7 +2,7 @@
 # with none of mk/apt-packages installed clones this checkout's HEAD and runs
 # `make test-plugin` (its end-to-end files), which must install what it needs by itself
 # (`make deps`).
-TEST_TARGETS += test-bare-machine
+LAB_TARGETS += test-bare-machine
 
 .PHONY: test-bare-machine
 test-bare-machine: deps
