@@ -58,7 +58,7 @@ def removal(key, who, serial):
 
 
 def reads(watch, count=3):
-    for _ in range(count):
+    for _read in range(count):
         watch._check_state()
 
 
