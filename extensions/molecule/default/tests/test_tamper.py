@@ -131,12 +131,10 @@ def act(host, command):
     return float(output.split()[0])
 
 
-def one_prompt_mail(host, since, sent_before, acted=None):
-    """The one tamper mail for an action taken at acted (since unless given; the guest's
-    clock): delivered within PROMPT seconds (the From_ line has whole seconds), and no second
-    one since after the plugin has read the kernel's state twice more and delivered its
-    queue."""
-    acted = since if acted is None else acted
+def one_prompt_mail(host, since, sent_before, acted):
+    """The one tamper mail for an action taken at acted (the guest's clock, act()): delivered
+    within PROMPT seconds (the From_ line has whole seconds), and no second one since after
+    the plugin has read the kernel's state twice more and delivered its queue."""
     [(arrived, mail), *_later] = wait_for(lambda: delivered(host, since), "a tamper mail")
     assert arrived - int(acted) <= PROMPT, f"delivered {arrived - acted:.1f} s after the action"
     reads = plugin_status(host)["state_reads"]
